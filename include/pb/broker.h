@@ -1,0 +1,281 @@
+/*
+ * pb/broker.h - Perspective Broker itself, sans I/O.
+ *
+ * A pb_broker is one PB connection's protocol engine, like an nghttp2
+ * session: bytes go in (pb_broker_feed), bytes come out
+ * (pb_broker_output / pb_broker_output_consume), time goes in
+ * (pb_broker_tick), and everything else is callbacks.  It never touches a
+ * socket, a clock or a thread, so it can be tested and fuzzed with
+ * scripted bytes and driven by any event loop (pb/transport.h is the libuv
+ * one).
+ *
+ * OBJECTS.  Local objects a peer may call are pb_objects: the application
+ * embeds a pb_object as the FIRST member of its own struct and gives it a
+ * pb_class (a method table).  The flavour decides how calls dispatch:
+ *   PB_REFERENCEABLE  remote_NAME   handler(call, self, args)
+ *   PB_AVATAR         perspective_NAME, self is the avatar; each login
+ *                     exports it under a fresh id (cred wraps it)
+ *   PB_VIEWABLE       view_NAME     view(call, self, avatar, args): the
+ *                     calling avatar comes from the server, never the wire
+ * Objects are reference counted (pb_object_ref/unref); a broker holds a
+ * reference to every object it has exported while the peer holds it.  The
+ * class's destroy runs when the last reference goes.
+ *
+ * REFERENCES.  A pb_ref is a RemoteReference: an object on the peer.  It
+ * belongs to the connection it arrived on; passing it to another
+ * connection fails with PB_ETHIRDPARTY.  Dropping the last reference sends
+ * decref to the owner.
+ *
+ * THREADS: a broker, its objects' dispatch and its refs belong to one
+ * event-loop thread.
+ */
+#ifndef PB_BROKER_H
+#define PB_BROKER_H
+
+#include "pb/deferred.h"
+#include "pb/jelly.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pb_broker pb_broker;
+typedef struct pb_call pb_call;
+typedef struct pb_class pb_class;
+
+/* -------------------------------------------------------------- arguments */
+
+/* The arguments of an incoming call, already checked against the
+ * method's signature.  Borrowed: valid during the handler call (use
+ * pb_call_defer() + pb_value_copy() to keep them). */
+typedef struct pb_args {
+    pb_value **v;       /* normalised parameters: positional then keyword, per signature */
+    size_t n;           /* number of declared parameters (absent optionals are NULL) */
+    pb_value *args;     /* the raw positional tuple */
+    pb_value *kwargs;   /* the raw keyword dict */
+} pb_args;
+
+/* Parameter i or NULL if it was optional and not given. */
+static inline pb_value *pb_arg(const pb_args *a, size_t i) { return i < a->n ? a->v[i] : NULL; }
+/* Text of parameter i (PB_STR or PB_BYTES); def if absent. */
+const char *pb_arg_str(const pb_args *a, size_t i, const char *def);
+int64_t pb_arg_int(const pb_args *a, size_t i, int64_t def);
+int pb_arg_bool(const pb_args *a, size_t i, int def);
+double pb_arg_float(const pb_args *a, size_t i, double def);
+/* Remote reference passed as parameter i (borrowed; pb_ref_ref() to keep). */
+pb_ref *pb_arg_ref(const pb_args *a, size_t i);
+/* Local object passed back to us as parameter i (borrowed). */
+pb_object *pb_arg_object(const pb_args *a, size_t i);
+
+/*
+ * Signatures.  One letter per parameter, checked before the handler runs;
+ * a mismatch answers builtins.TypeError and the handler never runs.
+ *   s  text: str, or bytes that are valid UTF-8     y  bytes
+ *   i  int (64-bit)    I  int of any size            f  float (int accepted)
+ *   b  bool            l  list    t  tuple   d  dict  n  None
+ *   r  a remote reference (the caller's object)      o  a local object sent back
+ *   v  any value
+ *   ?X None or X      |  the rest are optional      *  extra positionals allowed
+ *   :name1,name2,...  parameter names, so callers may pass them by keyword
+ * Example: "s|b:groupname,allowMattress".  NULL signature: anything goes,
+ * pb_args.v holds the positionals.
+ */
+
+/* ---------------------------------------------------------------- objects */
+
+typedef enum pb_flavor {
+    PB_REFERENCEABLE = 0, /* remote_ */
+    PB_AVATAR = 1,        /* perspective_ */
+    PB_VIEWABLE = 2       /* view_ */
+} pb_flavor;
+
+/* Handlers return 0 after answering (pb_call_return...), deferring
+ * (pb_call_defer) or failing (pb_call_fail...).  Returning a PB_E* code
+ * without answering answers a failure built from that code. */
+typedef int (*pb_method_fn)(pb_call *call, void *self, const pb_args *args);
+typedef int (*pb_view_fn)(pb_call *call, void *self, void *avatar, const pb_args *args);
+
+typedef struct pb_method {
+    const char *name;      /* without the remote_/perspective_/view_ prefix */
+    const char *signature; /* see above; NULL: unchecked */
+    pb_method_fn fn;       /* for PB_REFERENCEABLE and PB_AVATAR */
+    pb_view_fn view;       /* for PB_VIEWABLE */
+} pb_method;
+
+struct pb_class {
+    const char *name;           /* for error texts: "'User' object has no attribute ..." */
+    pb_flavor flavor;
+    const pb_method *methods;   /* terminated by an entry with name NULL */
+    void (*destroy)(pb_object *o); /* last reference gone; may be NULL */
+};
+
+struct pb_object {
+    pb_handle h;                /* refcount; first member */
+    const pb_class *cls;
+    void *impl;                 /* internal */
+};
+
+/* Initialise an embedded object with one reference, owned by the caller. */
+void pb_object_init(pb_object *o, const pb_class *cls);
+pb_object *pb_object_ref(pb_object *o);
+void pb_object_unref(pb_object *o);
+/* A PB_OBJECT value for o in arena a (arena holds a reference). */
+pb_value *pb_object_value(pb_arena *a, pb_object *o);
+
+/* ---------------------------------------------------------- incoming call */
+
+pb_arena *pb_call_arena(pb_call *call);   /* build answers here */
+pb_broker *pb_call_broker(pb_call *call);
+const char *pb_call_method(const pb_call *call);
+/* The avatar the call runs under (the avatar for perspective_ calls, the
+ * viewpoint's avatar for view_ calls), or NULL. */
+void *pb_call_avatar(const pb_call *call);
+
+/* Answer.  Exactly one answer per call; later ones return PB_ESTATE.
+ * v is borrowed (it is encoded at once). */
+int pb_call_return(pb_call *call, const pb_value *v);
+int pb_call_return_none(pb_call *call);
+/* Answer with a reference to a local object (for a PB_VIEWABLE, a
+ * viewpoint bound to the call's avatar). */
+int pb_call_return_object(pb_call *call, pb_object *o);
+/* Answer with a failure of the given type and message.  Types named
+ * "twisted.spread.pb.Error" (or any type whose parents include it) are
+ * "expected" and not logged, as in Twisted. */
+int pb_call_fail(pb_call *call, const char *type, const char *message);
+int pb_call_fail_failure(pb_call *call, const pb_failure *f);
+/* Answer later: keeps the call alive (call now also holds the args) until
+ * one pb_call_return/fail.  If the connection closes first, the answer is
+ * dropped safely. */
+int pb_call_defer(pb_call *call);
+/* Answer with whatever d fires with. */
+int pb_call_return_deferred(pb_call *call, pb_deferred *d);
+
+/* ------------------------------------------------------------ references */
+
+pb_ref *pb_ref_ref(pb_ref *r);
+/* Drop a reference; the last one sends decref to the owner. */
+void pb_ref_unref(pb_ref *r);
+pb_broker *pb_ref_broker(const pb_ref *r);
+/* A PB_REMOTE value for r in arena a (arena holds a reference). */
+pb_value *pb_ref_value(pb_arena *a, pb_ref *r);
+/* Avatar-context attached to a ref that arrived as an argument to one of
+ * our avatar's methods (used for viewpoints); NULL otherwise. */
+void *pb_ref_avatar(const pb_ref *r);
+
+typedef struct pb_call_opts {
+    unsigned timeout_ms; /* 0: none; on expiry the deferred fails with
+                            PB_FAILURE_TIMEOUT and a late answer is dropped */
+    int no_answer;       /* send pbanswer=0; returns no deferred */
+} pb_call_opts;
+
+/* Call method on the remote object.  args: a PB_TUPLE (or NULL for ()),
+ * kwargs: a PB_DICT with text keys (or NULL); both borrowed (encoded at
+ * once).  Returns a new deferred (caller unrefs), or NULL on failure with
+ * *err set: PB_ECLOSED, PB_ETHIRDPARTY (an argument holds a reference from
+ * another connection), PB_EUNSENDABLE, PB_ELIMIT (too many calls
+ * outstanding), PB_ENOMEM. */
+pb_deferred *pb_ref_call(pb_ref *r, const char *method, const pb_value *args,
+                         const pb_value *kwargs, const pb_call_opts *opts, pb_errbuf *err);
+/* Convenience: arguments from a format, one letter each:
+ *   s const char* (sent as text)  y const char*, size_t (bytes)
+ *   i int64_t  b int  f double  n (None)  o pb_object*  r pb_ref*  v pb_value*
+ * Returns a new deferred or NULL (see pb_ref_call). */
+pb_deferred *pb_ref_callf(pb_ref *r, const char *method, const char *fmt, ...);
+/* Fire-and-forget (pbanswer=0): 0 or a PB_E* code. */
+int pb_ref_send(pb_ref *r, const char *method, const pb_value *args, const pb_value *kwargs);
+
+/* Disconnect notification for a reference's connection. */
+typedef void (*pb_disconnect_fn)(pb_ref *r, void *ud);
+int pb_ref_notify_on_disconnect(pb_ref *r, pb_disconnect_fn fn, void *ud);
+int pb_ref_dont_notify_on_disconnect(pb_ref *r, pb_disconnect_fn fn, void *ud);
+
+/* ---------------------------------------------------------------- broker */
+
+typedef struct pb_broker_config {
+    int is_server;                /* accepting side: offers dialects first */
+    int unsafe_tracebacks;        /* send tracebacks in failures (Twisted's option) */
+    size_t max_refs;              /* exported objects per connection; default 1024 (Twisted) */
+    size_t max_pending_calls;     /* our outstanding calls; default 10000 */
+    size_t max_inflight;          /* peer's calls we have not answered yet; default 10000 */
+    size_t max_output;            /* bytes queued for the peer before we stop reading; default 16 MiB */
+    pb_banana_limits limits;      /* decoder limits; zero fields take defaults */
+    const pb_jelly_registry *registry; /* classes peers may send us (Copyable); may be NULL */
+    unsigned idle_ping_ms;        /* 0: off.  Sends a harmless call when idle */
+} pb_broker_config;
+
+void pb_broker_config_default(pb_broker_config *c);
+
+typedef struct pb_broker_callbacks {
+    void *ud;
+    /* New bytes are waiting in pb_broker_output(): schedule a write. */
+    void (*output_ready)(pb_broker *b, void *ud);
+    /* The broker wants the connection closed (protocol violation, limit);
+     * code is a PB_E* and msg says why.  The transport closes and later
+     * calls pb_broker_connection_lost(). */
+    void (*close)(pb_broker *b, int code, const char *msg, void *ud);
+    /* Handshake done (dialect + version): the root reference is usable. */
+    void (*connected)(pb_broker *b, void *ud);
+    /* Diagnostics (one line, no newline); may be NULL. */
+    void (*log)(pb_broker *b, const char *msg, void *ud);
+} pb_broker_callbacks;
+
+/* root: the object served under the name "root" (server side; may be
+ * NULL).  The broker takes a reference to it.  cfg NULL: defaults. */
+pb_broker *pb_broker_new(const pb_broker_config *cfg, const pb_broker_callbacks *cb,
+                         pb_object *root);
+/* Fails every pending call with PBConnectionLost if not done already,
+ * releases every table entry, frees the broker. */
+void pb_broker_free(pb_broker *b);
+
+/* Feed received bytes.  Returns 0, or a PB_E* code when the stream was
+ * fatal (the close callback has then been called; feed no more). */
+int pb_broker_feed(pb_broker *b, const uint8_t *data, size_t len);
+/* Pending output: *data points at n bytes (n == 0: nothing to send). */
+size_t pb_broker_output(pb_broker *b, const uint8_t **data);
+void pb_broker_output_consume(pb_broker *b, size_t n);
+/* True while output is over max_output: stop reading from this peer. */
+int pb_broker_want_read_paused(const pb_broker *b);
+
+/* Time, in milliseconds from any fixed origin.  tick fires expired call
+ * timeouts and idle pings; next_deadline returns the next time tick wants
+ * to run, or UINT64_MAX. */
+void pb_broker_tick(pb_broker *b, uint64_t now_ms);
+uint64_t pb_broker_next_deadline(const pb_broker *b);
+
+/* The connection is gone: fail every pending call (PBConnectionLost),
+ * run disconnect notifications and per-connection cleanups (cred logouts)
+ * exactly once. */
+void pb_broker_connection_lost(pb_broker *b, const char *why);
+int pb_broker_is_connected(const pb_broker *b);
+
+/* The peer's root object (client side): getRootObject.  Borrowed ref
+ * owned by the broker; pb_ref_ref() it to keep.  NULL before connected. */
+pb_ref *pb_broker_root(pb_broker *b);
+
+/* Per-connection cleanups (cred uses this for logout): run once on
+ * connection loss or pb_broker_free.  Returns an id for cancel. */
+uint64_t pb_broker_on_lost(pb_broker *b, void (*fn)(void *ud), void *ud);
+void pb_broker_cancel_on_lost(pb_broker *b, uint64_t id);
+
+/* Export a per-login avatar wrapper (used by cred): sends o under a fresh
+ * id; when the peer decrefs that id (or the connection is lost) on_release
+ * runs exactly once.  Returns a PB_OBJECT value to answer with. */
+pb_value *pb_broker_export_avatar(pb_broker *b, pb_arena *a, pb_object *avatar,
+                                  void (*on_release)(void *ud), void *ud);
+
+/* Application data. */
+void pb_broker_set_userdata(pb_broker *b, void *ud);
+void *pb_broker_userdata(const pb_broker *b);
+const char *pb_broker_errmsg(const pb_broker *b);
+
+/* Counters for tests and benchmarks. */
+typedef struct pb_broker_stats {
+    uint64_t messages_in, messages_out, bytes_in, bytes_out;
+    size_t exported, pending_calls, inflight;
+} pb_broker_stats;
+void pb_broker_get_stats(const pb_broker *b, pb_broker_stats *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,153 @@
+/*
+ * pb/cred.h - cred over PB: Portal, Realm, Checkers, Credentials, login.
+ *
+ * Server side: a pb_portal holds one realm and any number of checkers.
+ * pb_portal_root() is a pb_root_fn (pb/transport.h) that serves, on each
+ * connection, Twisted's per-connection root with login(username) ->
+ * (challenge, challenger), challenger.respond(response, mind) -> avatar,
+ * and loginAnonymous(mind) -> avatar, exactly as Twisted speaks them.
+ *
+ * Realm: when a login succeeds the realm's request function is called
+ * with the avatar id and the client's mind (a pb_ref, or NULL when the
+ * client sent None).  It answers once, now or later, with
+ * pb_realm_answer(req, avatar, logout, ud) or pb_realm_fail(). The logout
+ * function runs exactly once: when the client releases its avatar
+ * reference (decref) or when the connection closes, whichever is first.
+ *
+ * PASSWORD EQUIVALENCE: PB's challenge-response is
+ * MD5(MD5(password) || challenge).  Anyone who knows MD5(password) can log
+ * in, so the stored MD5 digest is as secret as the password itself.  The
+ * stores here keep only that digest (all the protocol needs), never the
+ * plaintext; treat the store like a password file.  Without TLS, the
+ * session itself is not encrypted.
+ *
+ * OWNERSHIP: the portal owns its checkers (pb_portal_add_checker takes
+ * them) and its realm; the caller owns the portal and frees it after
+ * every server using it has closed.
+ */
+#ifndef PB_CRED_H
+#define PB_CRED_H
+
+#include "pb/transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------ credentials */
+
+typedef enum pb_cred_kind {
+    PB_CRED_ANONYMOUS = 0,
+    PB_CRED_MD5_CHALLENGE = 1  /* PB's challenge/response (IUsernameMD5Password) */
+} pb_cred_kind;
+
+/* What a checker is asked to verify.  Borrowed by the checker for the
+ * duration of its check call. */
+typedef struct pb_credentials {
+    pb_cred_kind kind;
+    const char *username;     /* NUL-terminated; may contain any bytes but NUL */
+    size_t username_len;
+    const uint8_t *challenge; /* the challenge we sent */
+    size_t challenge_len;
+    const uint8_t *response;  /* what the client answered (16 bytes for Twisted) */
+    size_t response_len;
+} pb_credentials;
+
+/* Does the response match this MD5(password) digest?  Constant time. */
+int pb_cred_check_md5(const pb_credentials *c, const uint8_t md5_password[16]);
+/* MD5(MD5(password) || challenge), as a client computes it. */
+void pb_cred_response(const void *password, size_t n, const uint8_t *challenge, size_t clen,
+                      uint8_t out[16]);
+void pb_md5(const void *p, size_t n, uint8_t out[16]);
+
+/* --------------------------------------------------------------- checkers */
+
+typedef struct pb_checker pb_checker;
+/* A checker's answer: avatar id on success (copied), or a failure. */
+typedef struct pb_check_result pb_check_result;
+void pb_check_ok(pb_check_result *r, const char *avatar_id);
+void pb_check_fail(pb_check_result *r); /* -> UnauthorizedLogin */
+
+typedef struct pb_checker_ops {
+    pb_cred_kind kind; /* credentials it handles */
+    /* Answer now (pb_check_ok/fail on r before returning) or later from the
+     * loop thread; r stays valid until answered. */
+    void (*check)(pb_checker *c, const pb_credentials *cred, pb_check_result *r);
+    void (*destroy)(pb_checker *c);
+} pb_checker_ops;
+
+struct pb_checker {
+    const pb_checker_ops *ops;
+    void *ud;
+};
+
+/* In memory, for examples and tests; add users with pb_checker_memory_add. */
+pb_checker *pb_checker_memory_new(void);
+int pb_checker_memory_add(pb_checker *c, const char *user, const char *password);
+/* Allows anonymous logins, avatar id "anonymous" (AllowAnonymousAccess). */
+pb_checker *pb_checker_anonymous_new(void);
+/* A password file: lines "user:md5hex" (or "user:plain:password" for
+ * tests); '#' comments.  NULL with err on unreadable/malformed file. */
+pb_checker *pb_checker_file_new(const char *path, pb_errbuf *err);
+/* SQLite user store (table users(name TEXT PRIMARY KEY, md5 BLOB)),
+ * created if absent.  Lookups are by primary key, so it stays fast at
+ * millions of users. */
+pb_checker *pb_checker_sqlite_open(const char *path, pb_errbuf *err);
+int pb_checker_sqlite_add(pb_checker *c, const char *user, const char *password);
+
+/* ------------------------------------------------------------------ realm */
+
+typedef struct pb_realm_request pb_realm_request;
+
+/* avatar_id: who logged in (borrowed).  mind: the client's mind, or NULL
+ * (borrowed: pb_ref_ref() it to keep).  Answer with pb_realm_answer /
+ * pb_realm_fail, now or later on the loop thread. */
+typedef void (*pb_realm_fn)(pb_realm_request *req, const char *avatar_id, pb_ref *mind,
+                            void *ud);
+
+/* The avatar (refcounted object of flavor PB_AVATAR or any flavor; the
+ * portal takes a reference) and the logout callback that runs exactly once
+ * (may be NULL). */
+int pb_realm_answer(pb_realm_request *req, pb_object *avatar, void (*logout)(void *ud),
+                    void *logout_ud);
+int pb_realm_fail(pb_realm_request *req, const char *type, const char *message);
+/* Answer with whatever d fires with: a PB_OBJECT value (the avatar) or a
+ * failure; logout as for pb_realm_answer. */
+int pb_realm_answer_deferred(pb_realm_request *req, pb_deferred *d, void (*logout)(void *ud),
+                             void *logout_ud);
+/* The connection the login came on. */
+pb_broker *pb_realm_request_broker(const pb_realm_request *req);
+
+/* ----------------------------------------------------------------- portal */
+
+typedef struct pb_portal pb_portal;
+
+typedef struct pb_portal_opts {
+    unsigned login_timeout_ms;     /* close connections not logged in by then; 0: 30000 */
+    unsigned max_failures_per_min; /* failed logins per peer address per minute; 0: 10 */
+} pb_portal_opts;
+
+pb_portal *pb_portal_new(pb_realm_fn realm, void *realm_ud, const pb_portal_opts *opts);
+void pb_portal_free(pb_portal *p);
+int pb_portal_add_checker(pb_portal *p, pb_checker *c);
+/* A pb_root_fn: pass it with the portal as ud to pb_listen_tcp. */
+pb_object *pb_portal_root(pb_broker *b, void *portal);
+
+/* ----------------------------------------------------------------- client */
+
+/* Log in over an established connection (PBClientFactory.login): with
+ * user/password (password == NULL: anonymous).  mind may be NULL.  Returns
+ * a new deferred firing with a PB_REMOTE value (the avatar) or a failure
+ * (UnauthorizedLogin, ...); NULL on immediate failure. */
+pb_deferred *pb_login(pb_conn *c, const char *user, const char *password, pb_object *mind);
+/* Same, but sending the username as unicode text instead of bytes. */
+pb_deferred *pb_login_text(pb_conn *c, const char *user, const char *password,
+                           pb_object *mind);
+/* Same over a bare broker (for tests without sockets). */
+pb_deferred *pb_broker_login(pb_broker *b, const char *user, size_t user_len, int user_as_text,
+                             const char *password, pb_object *mind);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
