@@ -54,7 +54,10 @@ typedef struct pb_jelly_hooks {
 typedef struct pb_jelly_opts {
     const pb_jelly_registry *registry; /* NULL: no classes allowed */
     const pb_jelly_hooks *hooks;       /* NULL: no PB references */
-    unsigned max_depth;                /* 0: default 64 */
+    unsigned max_depth;                /* 0: default 64 (at most 10000) */
+    /* pb_unjelly only: nonzero when the tree lives in the target arena (or
+     * outlives it), so atoms and byte strings are referenced, not copied. */
+    int share_bytes;
 } pb_jelly_opts;
 
 /* Jelly v and append its Banana encoding to out.  On error out is left as
@@ -69,7 +72,12 @@ int pb_jelly_to_sexp(pb_arena *a, const pb_value *v, const pb_jelly_opts *o, pb_
                      pb_errbuf *err);
 
 /* Unjelly a Banana tree into values of arena a (which may be the tree's
- * own arena: byte strings are then shared, not copied).  Errors:
+ * own arena: with o->share_bytes set, byte strings are then shared, not
+ * copied).  A (dereference N) whose N is not (yet) defined becomes a
+ * PB_UNPERSISTABLE placeholder (Twisted leaves an unresolved placeholder
+ * too).  A registered tag with more than one argument, such as a cache's
+ * (TAG LUID STATE), becomes an instance whose state is the tuple of its
+ * arguments.  (unpersistable R) keeps R as the reason.  Errors:
  * PB_EINSECURE (tag not allowed; the message is Twisted's), PB_EJELLY
  * (malformed form), PB_EUTF8 (bad unicode payload), PB_EDEPTH. */
 int pb_unjelly(pb_arena *a, const pb_value *sexp, const pb_jelly_opts *o, pb_value **out,
