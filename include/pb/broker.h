@@ -144,8 +144,9 @@ int pb_call_return_object(pb_call *call, pb_object *o);
 int pb_call_fail(pb_call *call, const char *type, const char *message);
 int pb_call_fail_failure(pb_call *call, const pb_failure *f);
 /* Answer later: keeps the call alive (call now also holds the args) until
- * one pb_call_return/fail.  If the connection closes first, the answer is
- * dropped safely. */
+ * one pb_call_return/fail.  If the connection closes first (or the broker
+ * is freed), the answer is dropped safely and returns PB_ECLOSED.  Once a
+ * deferred call is answered the pb_call pointer is no longer valid. */
 int pb_call_defer(pb_call *call);
 /* Answer with whatever d fires with. */
 int pb_call_return_deferred(pb_call *call, pb_deferred *d);
@@ -200,7 +201,10 @@ typedef struct pb_broker_config {
     size_t max_output;            /* bytes queued for the peer before we stop reading; default 16 MiB */
     pb_banana_limits limits;      /* decoder limits; zero fields take defaults */
     const pb_jelly_registry *registry; /* classes peers may send us (Copyable); may be NULL */
-    unsigned idle_ping_ms;        /* 0: off.  Sends a harmless call when idle */
+    unsigned idle_ping_ms;        /* 0: off.  When nothing arrived for this long, sends a call
+                                     to a non-existent object (the peer answers "Invalid
+                                     Object ID", which Twisted does not log); no answer
+                                     within idle_ping_ms more closes with PB_ETIMEOUT */
 } pb_broker_config;
 
 void pb_broker_config_default(pb_broker_config *c);
@@ -220,9 +224,16 @@ typedef struct pb_broker_callbacks {
 } pb_broker_callbacks;
 
 /* root: the object served under the name "root" (server side; may be
- * NULL).  The broker takes a reference to it.  cfg NULL: defaults. */
+ * NULL).  The broker takes a reference to it.  cfg NULL: defaults.
+ * A server broker queues its dialect offer at once: output_ready is NOT
+ * called from pb_broker_new, so check pb_broker_output() after creating
+ * it.  Callbacks may call pb_broker_free(): the broker is then freed when
+ * the outermost pb_broker_* call returns. */
 pb_broker *pb_broker_new(const pb_broker_config *cfg, const pb_broker_callbacks *cb,
                          pb_object *root);
+/* Replace the object served as "root" (NULL: none); the broker takes a
+ * reference.  For root functions that need the broker first. */
+int pb_broker_set_root(pb_broker *b, pb_object *root);
 /* Fails every pending call with PBConnectionLost if not done already,
  * releases every table entry, frees the broker. */
 void pb_broker_free(pb_broker *b);
@@ -258,8 +269,11 @@ uint64_t pb_broker_on_lost(pb_broker *b, void (*fn)(void *ud), void *ud);
 void pb_broker_cancel_on_lost(pb_broker *b, uint64_t id);
 
 /* Export a per-login avatar wrapper (used by cred): sends o under a fresh
- * id; when the peer decrefs that id (or the connection is lost) on_release
- * runs exactly once.  Returns a PB_OBJECT value to answer with. */
+ * id; when the peer decrefs that id (or the connection is lost, or the
+ * broker is freed) on_release runs exactly once.  Returns a PB_OBJECT
+ * value (in arena a) to answer with; calls on it run the avatar's
+ * perspective_ methods.  NULL (out of memory, or the connection is
+ * already closed): on_release will never run. */
 pb_value *pb_broker_export_avatar(pb_broker *b, pb_arena *a, pb_object *avatar,
                                   void (*on_release)(void *ud), void *ud);
 

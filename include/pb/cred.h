@@ -6,6 +6,10 @@
  * connection, Twisted's per-connection root with login(username) ->
  * (challenge, challenger), challenger.respond(response, mind) -> avatar,
  * and loginAnonymous(mind) -> avatar, exactly as Twisted speaks them.
+ * Usernames may arrive as bytes (Twisted's clients) or unicode text; both
+ * mean the same UTF-8 name.  Each challenger accepts exactly one response
+ * (a second one is refused with UnauthorizedLogin), and challenges are 16
+ * bytes from the OS CSPRNG.
  *
  * Realm: when a login succeeds the realm's request function is called
  * with the avatar id and the client's mind (a pb_ref, or NULL when the
@@ -94,6 +98,9 @@ pb_checker *pb_checker_file_new(const char *path, pb_errbuf *err);
  * millions of users. */
 pb_checker *pb_checker_sqlite_open(const char *path, pb_errbuf *err);
 int pb_checker_sqlite_add(pb_checker *c, const char *user, const char *password);
+/* Add (or replace) n users in one transaction: the way to load many. */
+int pb_checker_sqlite_add_many(pb_checker *c, const char *const *users,
+                               const char *const *passwords, size_t n);
 
 /* ------------------------------------------------------------------ realm */
 
@@ -107,12 +114,18 @@ typedef void (*pb_realm_fn)(pb_realm_request *req, const char *avatar_id, pb_ref
 
 /* The avatar (refcounted object of flavor PB_AVATAR or any flavor; the
  * portal takes a reference) and the logout callback that runs exactly once
- * (may be NULL). */
+ * (may be NULL).  The answer ends the request: req is invalid afterwards.
+ * If the connection was lost while the realm worked, logout runs at once
+ * and PB_ECLOSED is returned. */
 int pb_realm_answer(pb_realm_request *req, pb_object *avatar, void (*logout)(void *ud),
                     void *logout_ud);
 int pb_realm_fail(pb_realm_request *req, const char *type, const char *message);
 /* Answer with whatever d fires with: a PB_OBJECT value (the avatar) or a
- * failure; logout as for pb_realm_answer. */
+ * failure (sent to the client as is); logout as for pb_realm_answer.  The
+ * caller keeps its own reference to d and fires it later on the loop
+ * thread; if d is dropped without firing, the login fails with
+ * CancelledError.  On error (PB_ENOMEM) nothing was registered and req
+ * still needs an answer. */
 int pb_realm_answer_deferred(pb_realm_request *req, pb_deferred *d, void (*logout)(void *ud),
                              void *logout_ud);
 /* The connection the login came on. */
@@ -122,6 +135,11 @@ pb_broker *pb_realm_request_broker(const pb_realm_request *req);
 
 typedef struct pb_portal pb_portal;
 
+/* Failed logins are counted per peer address (pb_conn_peer without the
+ * port; every hand-driven broker counts as one peer) in a fixed one-minute
+ * window; past the limit, logins from that address are refused with
+ * UnauthorizedLogin without asking the checkers.  The login timeout needs
+ * the loop (pb_portal_set_loop / pb_portal_listen_tcp). */
 typedef struct pb_portal_opts {
     unsigned login_timeout_ms;     /* close connections not logged in by then; 0: 30000 */
     unsigned max_failures_per_min; /* failed logins per peer address per minute; 0: 10 */
@@ -129,9 +147,20 @@ typedef struct pb_portal_opts {
 
 pb_portal *pb_portal_new(pb_realm_fn realm, void *realm_ud, const pb_portal_opts *opts);
 void pb_portal_free(pb_portal *p);
+/* A login asks the checkers of its kind in the order they were added; the
+ * first to accept wins, and if all refuse it is UnauthorizedLogin.  With
+ * no checker of its kind it is UnhandledCredentials, as in Twisted. */
 int pb_portal_add_checker(pb_portal *p, pb_checker *c);
 /* A pb_root_fn: pass it with the portal as ud to pb_listen_tcp. */
 pb_object *pb_portal_root(pb_broker *b, void *portal);
+/* The loop the portal's connections run on: login timeouts need a timer,
+ * so without a loop (brokers driven by hand) they are not enforced.  Set
+ * once, before serving; pb_portal_listen_tcp sets it. */
+void pb_portal_set_loop(pb_portal *p, uv_loop_t *loop);
+/* pb_listen_tcp(loop, host, port, opts, pb_portal_root, p, out, err) with
+ * the loop set for login timeouts.  opts may be NULL. */
+int pb_portal_listen_tcp(pb_portal *p, uv_loop_t *loop, const char *host, int port,
+                         const pb_server_opts *opts, pb_server **out, pb_errbuf *err);
 
 /* ----------------------------------------------------------------- client */
 
