@@ -4,7 +4,7 @@
 # fails.  Usage: scripts/deps.sh [--fuzz]
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libuv1-dev libssl-dev libsqlite3-dev
-      python3-twisted twisted-doc valgrind)
+      python3-twisted twisted-doc valgrind doxygen)
 if [ "${1:-}" = "--fuzz" ] || [ "${PB_WITH_FUZZ:-0}" = 1 ]; then pkgs+=(libclang-rt-14-dev); fi
 missing=()
 for p in "${pkgs[@]}"; do

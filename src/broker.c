@@ -379,7 +379,7 @@ static int hook_encode(void *ud, pb_buf *out, pb_dialect d, const pb_value *v, p
     }
     if (v->type != PB_OBJECT || !v->u.h)
         return pb_err_set(err, PB_EUNSENDABLE, "not a reference");
-    export *e;
+    export *e = NULL;
     if ((rc = export_register(c, (pb_object *)v->u.h, &e, err))) return rc;
     if ((rc = pb_banana_put_list(out, 2)) || (rc = pb_banana_put_bytes(out, d, "remote", 6)) ||
         (rc = pb_banana_put_int(out, (int64_t)e->luid)))

@@ -1,4 +1,4 @@
-/*
+/** @file
  * pb/broker.h - Perspective Broker itself, sans I/O.
  *
  * A pb_broker is one PB connection's protocol engine, like an nghttp2
@@ -39,32 +39,38 @@
 extern "C" {
 #endif
 
+/** One PB connection's protocol engine (opaque). */
 typedef struct pb_broker pb_broker;
+/** One incoming call being handled (opaque; see pb_call_defer()). */
 typedef struct pb_call pb_call;
+/** A method table and flavour shared by objects; see struct pb_class. */
 typedef struct pb_class pb_class;
 
 /* -------------------------------------------------------------- arguments */
 
-/* The arguments of an incoming call, already checked against the
+/** The arguments of an incoming call, already checked against the
  * method's signature.  Borrowed: valid during the handler call (use
  * pb_call_defer() + pb_value_copy() to keep them). */
 typedef struct pb_args {
-    pb_value **v;       /* normalised parameters: positional then keyword, per signature */
-    size_t n;           /* number of declared parameters (absent optionals are NULL) */
-    pb_value *args;     /* the raw positional tuple */
-    pb_value *kwargs;   /* the raw keyword dict */
+    pb_value **v;       /**< normalised parameters: positional then keyword, per signature */
+    size_t n;           /**< number of declared parameters (absent optionals are NULL) */
+    pb_value *args;     /**< the raw positional tuple */
+    pb_value *kwargs;   /**< the raw keyword dict */
 } pb_args;
 
-/* Parameter i or NULL if it was optional and not given. */
+/** Parameter i or NULL if it was optional and not given. */
 static inline pb_value *pb_arg(const pb_args *a, size_t i) { return i < a->n ? a->v[i] : NULL; }
-/* Text of parameter i (PB_STR or PB_BYTES); def if absent. */
+/** Text of parameter i (PB_STR or PB_BYTES); def if absent. */
 const char *pb_arg_str(const pb_args *a, size_t i, const char *def);
+/** Parameter i as an int64_t; def if absent. */
 int64_t pb_arg_int(const pb_args *a, size_t i, int64_t def);
+/** Parameter i as a truth value; def if absent. */
 int pb_arg_bool(const pb_args *a, size_t i, int def);
+/** Parameter i as a double; def if absent. */
 double pb_arg_float(const pb_args *a, size_t i, double def);
-/* Remote reference passed as parameter i (borrowed; pb_ref_ref() to keep). */
+/** Remote reference passed as parameter i (borrowed; pb_ref_ref() to keep). */
 pb_ref *pb_arg_ref(const pb_args *a, size_t i);
-/* Local object passed back to us as parameter i (borrowed). */
+/** Local object passed back to us as parameter i (borrowed). */
 pb_object *pb_arg_object(const pb_args *a, size_t i);
 
 /*
@@ -83,93 +89,108 @@ pb_object *pb_arg_object(const pb_args *a, size_t i);
 
 /* ---------------------------------------------------------------- objects */
 
+/** How calls to an object dispatch (see OBJECTS in the file comment). */
 typedef enum pb_flavor {
-    PB_REFERENCEABLE = 0, /* remote_ */
-    PB_AVATAR = 1,        /* perspective_ */
-    PB_VIEWABLE = 2       /* view_ */
+    PB_REFERENCEABLE = 0, /**< remote_ */
+    PB_AVATAR = 1,        /**< perspective_ */
+    PB_VIEWABLE = 2       /**< view_ */
 } pb_flavor;
 
-/* Handlers return 0 after answering (pb_call_return...), deferring
+/** Handlers return 0 after answering (pb_call_return...), deferring
  * (pb_call_defer) or failing (pb_call_fail...).  Returning a PB_E* code
  * without answering answers a failure built from that code. */
 typedef int (*pb_method_fn)(pb_call *call, void *self, const pb_args *args);
+/** A view_ handler: as pb_method_fn, plus the calling avatar. */
 typedef int (*pb_view_fn)(pb_call *call, void *self, void *avatar, const pb_args *args);
 
+/** One method of a pb_class. */
 typedef struct pb_method {
-    const char *name;      /* without the remote_/perspective_/view_ prefix */
-    const char *signature; /* see above; NULL: unchecked */
-    pb_method_fn fn;       /* for PB_REFERENCEABLE and PB_AVATAR */
-    pb_view_fn view;       /* for PB_VIEWABLE */
+    const char *name;      /**< without the remote_/perspective_/view_ prefix */
+    const char *signature; /**< see above; NULL: unchecked */
+    pb_method_fn fn;       /**< for PB_REFERENCEABLE and PB_AVATAR */
+    pb_view_fn view;       /**< for PB_VIEWABLE */
 } pb_method;
 
+/** What objects of one kind can do: their flavour and methods. */
 struct pb_class {
-    const char *name;           /* for error texts: "'User' object has no attribute ..." */
-    pb_flavor flavor;
-    const pb_method *methods;   /* terminated by an entry with name NULL */
-    void (*destroy)(pb_object *o); /* last reference gone; may be NULL */
+    const char *name;           /**< for error texts: "'User' object has no attribute ..." */
+    pb_flavor flavor;           /**< how calls dispatch */
+    const pb_method *methods;   /**< terminated by an entry with name NULL */
+    void (*destroy)(pb_object *o); /**< last reference gone; may be NULL */
 };
 
+/** A local object a peer may call; embedded as the first member of the
+ * application's struct. */
 struct pb_object {
-    pb_handle h;                /* refcount; first member */
-    const pb_class *cls;
-    void *impl;                 /* internal */
+    pb_handle h;                /**< refcount; first member */
+    const pb_class *cls;        /**< its class */
+    void *impl;                 /**< internal */
 };
 
-/* Initialise an embedded object with one reference, owned by the caller. */
+/** Initialise an embedded object with one reference, owned by the caller. */
 void pb_object_init(pb_object *o, const pb_class *cls);
+/** Take one more reference to o; returns o. */
 pb_object *pb_object_ref(pb_object *o);
+/** Drop one reference; the last one runs the class's destroy. */
 void pb_object_unref(pb_object *o);
-/* A PB_OBJECT value for o in arena a (arena holds a reference). */
+/** A PB_OBJECT value for o in arena a (arena holds a reference). */
 pb_value *pb_object_value(pb_arena *a, pb_object *o);
 
 /* ---------------------------------------------------------- incoming call */
 
-pb_arena *pb_call_arena(pb_call *call);   /* build answers here */
+pb_arena *pb_call_arena(pb_call *call);   /**< build answers here */
+/** The broker the call came in on. */
 pb_broker *pb_call_broker(pb_call *call);
+/** The method name, without its remote_/perspective_/view_ prefix. */
 const char *pb_call_method(const pb_call *call);
-/* The avatar the call runs under (the avatar for perspective_ calls, the
+/** The avatar the call runs under (the avatar for perspective_ calls, the
  * viewpoint's avatar for view_ calls), or NULL. */
 void *pb_call_avatar(const pb_call *call);
 
-/* Answer.  Exactly one answer per call; later ones return PB_ESTATE.
+/** Answer.  Exactly one answer per call; later ones return PB_ESTATE.
  * v is borrowed (it is encoded at once). */
 int pb_call_return(pb_call *call, const pb_value *v);
+/** Answer None. */
 int pb_call_return_none(pb_call *call);
-/* Answer with a reference to a local object (for a PB_VIEWABLE, a
+/** Answer with a reference to a local object (for a PB_VIEWABLE, a
  * viewpoint bound to the call's avatar). */
 int pb_call_return_object(pb_call *call, pb_object *o);
-/* Answer with a failure of the given type and message.  Types named
+/** Answer with a failure of the given type and message.  Types named
  * "twisted.spread.pb.Error" (or any type whose parents include it) are
  * "expected" and not logged, as in Twisted. */
 int pb_call_fail(pb_call *call, const char *type, const char *message);
+/** Answer with the failure f (copied). */
 int pb_call_fail_failure(pb_call *call, const pb_failure *f);
-/* Answer later: keeps the call alive (call now also holds the args) until
+/** Answer later: keeps the call alive (call now also holds the args) until
  * one pb_call_return/fail.  If the connection closes first (or the broker
  * is freed), the answer is dropped safely and returns PB_ECLOSED.  Once a
  * deferred call is answered the pb_call pointer is no longer valid. */
 int pb_call_defer(pb_call *call);
-/* Answer with whatever d fires with. */
+/** Answer with whatever d fires with. */
 int pb_call_return_deferred(pb_call *call, pb_deferred *d);
 
 /* ------------------------------------------------------------ references */
 
+/** Take one more reference to r; returns r. */
 pb_ref *pb_ref_ref(pb_ref *r);
-/* Drop a reference; the last one sends decref to the owner. */
+/** Drop a reference; the last one sends decref to the owner. */
 void pb_ref_unref(pb_ref *r);
+/** The broker (connection) r belongs to. */
 pb_broker *pb_ref_broker(const pb_ref *r);
-/* A PB_REMOTE value for r in arena a (arena holds a reference). */
+/** A PB_REMOTE value for r in arena a (arena holds a reference). */
 pb_value *pb_ref_value(pb_arena *a, pb_ref *r);
-/* Avatar-context attached to a ref that arrived as an argument to one of
+/** Avatar-context attached to a ref that arrived as an argument to one of
  * our avatar's methods (used for viewpoints); NULL otherwise. */
 void *pb_ref_avatar(const pb_ref *r);
 
+/** Options of one outgoing call; NULL means all zero. */
 typedef struct pb_call_opts {
-    unsigned timeout_ms; /* 0: none; on expiry the deferred fails with
+    unsigned timeout_ms; /**< 0: none; on expiry the deferred fails with
                             PB_FAILURE_TIMEOUT and a late answer is dropped */
-    int no_answer;       /* send pbanswer=0; returns no deferred */
+    int no_answer;       /**< send pbanswer=0; returns no deferred */
 } pb_call_opts;
 
-/* Call method on the remote object.  args: a PB_TUPLE (or NULL for ()),
+/** Call method on the remote object.  args: a PB_TUPLE (or NULL for ()),
  * kwargs: a PB_DICT with text keys (or NULL); both borrowed (encoded at
  * once).  Returns a new deferred (caller unrefs), or NULL on failure with
  * *err set: PB_ECLOSED, PB_ETHIRDPARTY (an argument holds a reference from
@@ -177,53 +198,58 @@ typedef struct pb_call_opts {
  * outstanding), PB_ENOMEM. */
 pb_deferred *pb_ref_call(pb_ref *r, const char *method, const pb_value *args,
                          const pb_value *kwargs, const pb_call_opts *opts, pb_errbuf *err);
-/* Convenience: arguments from a format, one letter each:
+/** Convenience: arguments from a format, one letter each:
  *   s const char* (sent as text)  y const char*, size_t (bytes)
  *   i int64_t  b int  f double  n (None)  o pb_object*  r pb_ref*  v pb_value*
  * Returns a new deferred or NULL (see pb_ref_call). */
 pb_deferred *pb_ref_callf(pb_ref *r, const char *method, const char *fmt, ...);
-/* Fire-and-forget (pbanswer=0): 0 or a PB_E* code. */
+/** Fire-and-forget (pbanswer=0): 0 or a PB_E* code. */
 int pb_ref_send(pb_ref *r, const char *method, const pb_value *args, const pb_value *kwargs);
 
-/* Disconnect notification for a reference's connection. */
+/** Disconnect notification for a reference's connection. */
 typedef void (*pb_disconnect_fn)(pb_ref *r, void *ud);
+/** Call fn(r, ud) once when r's connection is lost: 0 or a PB_E*. */
 int pb_ref_notify_on_disconnect(pb_ref *r, pb_disconnect_fn fn, void *ud);
+/** Cancel a pb_ref_notify_on_disconnect() with the same fn and ud. */
 int pb_ref_dont_notify_on_disconnect(pb_ref *r, pb_disconnect_fn fn, void *ud);
 
 /* ---------------------------------------------------------------- broker */
 
+/** Broker settings; start from pb_broker_config_default(). */
 typedef struct pb_broker_config {
-    int is_server;                /* accepting side: offers dialects first */
-    int unsafe_tracebacks;        /* send tracebacks in failures (Twisted's option) */
-    size_t max_refs;              /* exported objects per connection; default 1024 (Twisted) */
-    size_t max_pending_calls;     /* our outstanding calls; default 10000 */
-    size_t max_inflight;          /* peer's calls we have not answered yet; default 10000 */
-    size_t max_output;            /* bytes queued for the peer before we stop reading; default 16 MiB */
-    pb_banana_limits limits;      /* decoder limits; zero fields take defaults */
-    const pb_jelly_registry *registry; /* classes peers may send us (Copyable); may be NULL */
-    unsigned idle_ping_ms;        /* 0: off.  When nothing arrived for this long, sends a call
+    int is_server;                /**< accepting side: offers dialects first */
+    int unsafe_tracebacks;        /**< send tracebacks in failures (Twisted's option) */
+    size_t max_refs;              /**< exported objects per connection; default 1024 (Twisted) */
+    size_t max_pending_calls;     /**< our outstanding calls; default 10000 */
+    size_t max_inflight;          /**< peer's calls we have not answered yet; default 10000 */
+    size_t max_output;            /**< bytes queued for the peer before we stop reading; default 16 MiB */
+    pb_banana_limits limits;      /**< decoder limits; zero fields take defaults */
+    const pb_jelly_registry *registry; /**< classes peers may send us (Copyable); may be NULL */
+    unsigned idle_ping_ms;        /**< 0: off.  When nothing arrived for this long, sends a call
                                      to a non-existent object (the peer answers "Invalid
                                      Object ID", which Twisted does not log); no answer
                                      within idle_ping_ms more closes with PB_ETIMEOUT */
 } pb_broker_config;
 
+/** Fill c with the defaults (client side, Twisted's limits). */
 void pb_broker_config_default(pb_broker_config *c);
 
+/** What the broker asks of its transport and application. */
 typedef struct pb_broker_callbacks {
-    void *ud;
-    /* New bytes are waiting in pb_broker_output(): schedule a write. */
+    void *ud; /**< passed to every callback */
+    /** New bytes are waiting in pb_broker_output(): schedule a write. */
     void (*output_ready)(pb_broker *b, void *ud);
-    /* The broker wants the connection closed (protocol violation, limit);
+    /** The broker wants the connection closed (protocol violation, limit);
      * code is a PB_E* and msg says why.  The transport closes and later
      * calls pb_broker_connection_lost(). */
     void (*close)(pb_broker *b, int code, const char *msg, void *ud);
-    /* Handshake done (dialect + version): the root reference is usable. */
+    /** Handshake done (dialect + version): the root reference is usable. */
     void (*connected)(pb_broker *b, void *ud);
-    /* Diagnostics (one line, no newline); may be NULL. */
+    /** Diagnostics (one line, no newline); may be NULL. */
     void (*log)(pb_broker *b, const char *msg, void *ud);
 } pb_broker_callbacks;
 
-/* root: the object served under the name "root" (server side; may be
+/** root: the object served under the name "root" (server side; may be
  * NULL).  The broker takes a reference to it.  cfg NULL: defaults.
  * A server broker queues its dialect offer at once: output_ready is NOT
  * called from pb_broker_new, so check pb_broker_output() after creating
@@ -231,44 +257,48 @@ typedef struct pb_broker_callbacks {
  * the outermost pb_broker_* call returns. */
 pb_broker *pb_broker_new(const pb_broker_config *cfg, const pb_broker_callbacks *cb,
                          pb_object *root);
-/* Replace the object served as "root" (NULL: none); the broker takes a
+/** Replace the object served as "root" (NULL: none); the broker takes a
  * reference.  For root functions that need the broker first. */
 int pb_broker_set_root(pb_broker *b, pb_object *root);
-/* Fails every pending call with PBConnectionLost if not done already,
+/** Fails every pending call with PBConnectionLost if not done already,
  * releases every table entry, frees the broker. */
 void pb_broker_free(pb_broker *b);
 
-/* Feed received bytes.  Returns 0, or a PB_E* code when the stream was
+/** Feed received bytes.  Returns 0, or a PB_E* code when the stream was
  * fatal (the close callback has then been called; feed no more). */
 int pb_broker_feed(pb_broker *b, const uint8_t *data, size_t len);
-/* Pending output: *data points at n bytes (n == 0: nothing to send). */
+/** Pending output: *data points at n bytes (n == 0: nothing to send). */
 size_t pb_broker_output(pb_broker *b, const uint8_t **data);
+/** The first n bytes of pb_broker_output() have been sent. */
 void pb_broker_output_consume(pb_broker *b, size_t n);
-/* True while output is over max_output: stop reading from this peer. */
+/** True while output is over max_output: stop reading from this peer. */
 int pb_broker_want_read_paused(const pb_broker *b);
 
-/* Time, in milliseconds from any fixed origin.  tick fires expired call
+/** Time, in milliseconds from any fixed origin.  tick fires expired call
  * timeouts and idle pings; next_deadline returns the next time tick wants
  * to run, or UINT64_MAX. */
 void pb_broker_tick(pb_broker *b, uint64_t now_ms);
+/** When pb_broker_tick() wants to run next, or UINT64_MAX. */
 uint64_t pb_broker_next_deadline(const pb_broker *b);
 
-/* The connection is gone: fail every pending call (PBConnectionLost),
+/** The connection is gone: fail every pending call (PBConnectionLost),
  * run disconnect notifications and per-connection cleanups (cred logouts)
  * exactly once. */
 void pb_broker_connection_lost(pb_broker *b, const char *why);
+/** True from the end of the handshake until the connection is lost. */
 int pb_broker_is_connected(const pb_broker *b);
 
-/* The peer's root object (client side): getRootObject.  Borrowed ref
+/** The peer's root object (client side): getRootObject.  Borrowed ref
  * owned by the broker; pb_ref_ref() it to keep.  NULL before connected. */
 pb_ref *pb_broker_root(pb_broker *b);
 
-/* Per-connection cleanups (cred uses this for logout): run once on
+/** Per-connection cleanups (cred uses this for logout): run once on
  * connection loss or pb_broker_free.  Returns an id for cancel. */
 uint64_t pb_broker_on_lost(pb_broker *b, void (*fn)(void *ud), void *ud);
+/** Cancel the cleanup registered as id by pb_broker_on_lost(). */
 void pb_broker_cancel_on_lost(pb_broker *b, uint64_t id);
 
-/* Export a per-login avatar wrapper (used by cred): sends o under a fresh
+/** Export a per-login avatar wrapper (used by cred): sends o under a fresh
  * id; when the peer decrefs that id (or the connection is lost, or the
  * broker is freed) on_release runs exactly once.  Returns a PB_OBJECT
  * value (in arena a) to answer with; calls on it run the avatar's
@@ -277,16 +307,33 @@ void pb_broker_cancel_on_lost(pb_broker *b, uint64_t id);
 pb_value *pb_broker_export_avatar(pb_broker *b, pb_arena *a, pb_object *avatar,
                                   void (*on_release)(void *ud), void *ud);
 
-/* Application data. */
+/** Application data. */
 void pb_broker_set_userdata(pb_broker *b, void *ud);
+/** The application data set with pb_broker_set_userdata(), or NULL. */
 void *pb_broker_userdata(const pb_broker *b);
+/** Why the broker last failed or closed ("" if it has not); borrowed. */
 const char *pb_broker_errmsg(const pb_broker *b);
 
-/* Counters for tests and benchmarks. */
+/** Counters for tests and benchmarks. */
 typedef struct pb_broker_stats {
     uint64_t messages_in, messages_out, bytes_in, bytes_out;
     size_t exported, pending_calls, inflight;
 } pb_broker_stats;
+/** @var pb_broker_stats::messages_in
+ * top-level messages received */
+/** @var pb_broker_stats::messages_out
+ * top-level messages sent */
+/** @var pb_broker_stats::bytes_in
+ * bytes received */
+/** @var pb_broker_stats::bytes_out
+ * bytes sent */
+/** @var pb_broker_stats::exported
+ * local objects the peer holds references to */
+/** @var pb_broker_stats::pending_calls
+ * our calls awaiting an answer */
+/** @var pb_broker_stats::inflight
+ * the peer's calls not answered yet */
+/** Copy the broker's counters into s. */
 void pb_broker_get_stats(const pb_broker *b, pb_broker_stats *s);
 
 #ifdef __cplusplus

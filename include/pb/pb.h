@@ -1,4 +1,4 @@
-/* pb/pb.h - umbrella header: everything libpb offers. */
+/** pb/pb.h - umbrella header: everything libpb offers. @file */
 #ifndef PB_PB_H
 #define PB_PB_H
 #include "pb/error.h"
