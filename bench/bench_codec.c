@@ -10,9 +10,12 @@
  *           pb_unjelly into the decoder's arena, which the next feed
  *           resets, as on a connection).
  *
- * usage: bench_codec [--seconds S] [--json]
+ * usage: bench_codec [--seconds S] [--json] [--split] [--only encode|decode]
  * Prints MB/s, payloads/s and values/s (701 values per payload: the list,
- * 100 dicts, 300 keys, 300 values) for each direction.
+ * 100 dicts, 300 keys, 300 values) for each direction.  --split also times
+ * the two halves of decode on their own (banana feed only; feed + unjelly
+ * with share_bytes, the zero-copy path a broker can use), in microseconds
+ * per payload.  --only runs one direction (for profiling).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +97,35 @@ static int decode_once(pb_banana_dec *d, const pb_buf *in, const pb_value *expec
     return 0;
 }
 
+/* mode 0: feed + unjelly (copying); 1: feed only; 2: feed + unjelly shared */
+static int decode_mode(pb_banana_dec *d, const pb_buf *in, int mode) {
+    size_t used = 0;
+    pb_value *sexp = NULL, *v = NULL;
+    if (pb_banana_dec_feed(d, in->data, in->len, &used, &sexp) != 1) return -1;
+    if (mode == 1) return 0;
+    pb_jelly_opts o = {0};
+    o.share_bytes = 1;
+    return pb_unjelly(pb_banana_dec_arena(d), sexp, &o, &v, NULL) ? -1 : 0;
+}
+
+static double bench_decode_mode(const pb_buf *in, double secs, int mode) {
+    pb_banana_dec *d = pb_banana_dec_new(PB_DIALECT_PB, NULL);
+    if (!d) return -1;
+    unsigned long n = 0;
+    double t0 = now(), t;
+    do {
+        for (int k = 0; k < 64; k++)
+            if (decode_mode(d, in, mode)) {
+                pb_banana_dec_free(d);
+                return -1;
+            }
+        n += 64;
+        t = now() - t0;
+    } while (t < secs);
+    pb_banana_dec_free(d);
+    return t / (double)n * 1e6;
+}
+
 static int bench_decode(const pb_buf *in, const pb_value *expect, double secs, result *r) {
     pb_banana_dec *d = pb_banana_dec_new(PB_DIALECT_PB, NULL);
     if (!d) return -1;
@@ -120,12 +152,18 @@ static int bench_decode(const pb_buf *in, const pb_value *expect, double secs, r
 
 int main(int argc, char **argv) {
     double secs = 2.0;
-    int json = 0;
+    int json = 0, split = 0, only = 0; /* only: 1 encode, 2 decode */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seconds") && i + 1 < argc) secs = atof(argv[++i]);
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--split")) split = 1;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "encode"))
+            only = 1, i++;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "decode"))
+            only = 2, i++;
         else {
-            fprintf(stderr, "usage: bench_codec [--seconds S] [--json]\n");
+            fprintf(stderr,
+                    "usage: bench_codec [--seconds S] [--json] [--split] [--only encode|decode]\n");
             return 2;
         }
     }
@@ -147,8 +185,9 @@ int main(int argc, char **argv) {
                 PAYLOAD_BYTES);
         return 1;
     }
-    result enc, dec;
-    if (bench_encode(payload, secs / 2, &enc) || bench_decode(&wire, payload, secs / 2, &dec))
+    result enc = {1, 0}, dec = {1, 0};
+    if ((only != 2 && bench_encode(payload, only ? secs : secs / 2, &enc)) ||
+        (only != 1 && bench_decode(&wire, payload, only ? secs : secs / 2, &dec)))
         return 1;
     double enc_ps = enc.iters / enc.secs, dec_ps = dec.iters / dec.secs;
     if (json) {
@@ -163,6 +202,16 @@ int main(int argc, char **argv) {
                enc_ps * wire.len / 1e6, enc_ps, enc_ps * PAYLOAD_VALUES);
         printf("libpb decode: %8.2f MB/s  %9.0f payloads/s  %11.0f values/s\n",
                dec_ps * wire.len / 1e6, dec_ps, dec_ps * PAYLOAD_VALUES);
+    }
+    if (split) {
+        double feed = bench_decode_mode(&wire, secs / 2, 1);
+        double shared = bench_decode_mode(&wire, secs / 2, 2);
+        if (feed < 0 || shared < 0) return 1;
+        double full = dec.iters ? dec.secs / (double)dec.iters * 1e6 : 0;
+        fprintf(json ? stderr : stdout,
+                "decode split: banana feed %.2f us; feed+unjelly %.2f us (unjelly %.2f us); "
+                "feed+unjelly shared %.2f us (%.2f MB/s)\n",
+                feed, full, full - feed, shared, wire.len / shared);
     }
     pb_buf_free(&wire);
     pb_arena_free(a);

@@ -6,16 +6,20 @@
  * reaches a steady state without malloc.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "pb/value.h"
 
-#define ARENA_BLOCK 4096u
+#define ARENA_BLOCK 4096u      /* first block */
+#define ARENA_BLOCK_MAX 65536u /* later blocks double up to this */
+#define ARENA_KEEP 262144u     /* most bytes of blocks a reset keeps for reuse */
 
 typedef struct block {
     struct block *next;
-    size_t size, used;
+    size_t size;
+    int std; /* a standard block (reusable), not a one-off for a big request */
     _Alignas(16) unsigned char data[];
 } block;
 
@@ -25,8 +29,17 @@ typedef struct hook {
     void *p;
 } hook;
 
+/* The current block is head; cur/left describe its free tail, so the
+ * common allocation is a compare and a bump.  budget is what the limit
+ * still allows (SIZE_MAX when there is none). */
 struct pb_arena {
-    block *head;     /* current block (most recent first) */
+    block *head;       /* current block (most recent first) */
+    unsigned char *cur;
+    size_t left;
+    size_t budget;
+    block *spare;      /* standard blocks kept by reset, for reuse */
+    size_t spare_bytes;
+    size_t next_size;  /* size of the next standard block */
     hook *hooks;
     size_t limit, total;
     int over_limit;
@@ -34,7 +47,10 @@ struct pb_arena {
 
 pb_arena *pb_arena_new(size_t limit) {
     pb_arena *a = calloc(1, sizeof *a);
-    if (a) a->limit = limit;
+    if (!a) return NULL;
+    a->limit = limit;
+    a->budget = limit ? limit : SIZE_MAX;
+    a->next_size = ARENA_BLOCK;
     return a;
 }
 
@@ -45,63 +61,122 @@ static void run_hooks(pb_arena *a) {
     for (; h; h = h->next) h->fn(h->p);
 }
 
-void pb_arena_free(pb_arena *a) {
-    if (!a) return;
-    run_hooks(a);
-    block *b = a->head;
+static void free_chain(block *b) {
     while (b) {
         block *n = b->next;
         free(b);
         b = n;
     }
+}
+
+void pb_arena_free(pb_arena *a) {
+    if (!a) return;
+    run_hooks(a);
+    free_chain(a->head);
+    free_chain(a->spare);
     free(a);
 }
 
 void pb_arena_reset(pb_arena *a) {
     run_hooks(a);
-    block *b = a->head, *keep = NULL;
+    block *b = a->head;
     while (b) {
         block *n = b->next;
-        if (!n && b->size == ARENA_BLOCK) keep = b; /* the oldest, standard-size block */
-        else free(b);
+        if (b->std && a->spare_bytes + b->size <= ARENA_KEEP) {
+            b->next = a->spare;
+            a->spare = b;
+            a->spare_bytes += b->size;
+        } else {
+            free(b);
+        }
         b = n;
     }
-    if (keep) { keep->used = 0; keep->next = NULL; }
-    a->head = keep;
+    a->head = NULL;
+    a->cur = NULL;
+    a->left = 0;
     a->total = 0;
+    a->budget = a->limit ? a->limit : SIZE_MAX;
     a->over_limit = 0;
 }
 
-void *pb_arena_alloc(pb_arena *a, size_t n) {
-    n = (n + 7) & ~(size_t)7;
-    if (n == 0) n = 8;
-    if (a->limit && (n > a->limit || a->total > a->limit - n)) {
+/* A standard block with room for n: a kept one if any fits, else a new one. */
+static block *std_block(pb_arena *a, size_t n) {
+    for (block **pp = &a->spare; *pp; pp = &(*pp)->next) {
+        block *b = *pp;
+        if (b->size >= n) {
+            *pp = b->next;
+            a->spare_bytes -= b->size;
+            return b;
+        }
+    }
+    size_t size = a->next_size;
+    while (size < n) size *= 2; /* n <= ARENA_BLOCK_MAX / 4 here */
+    block *b = malloc(sizeof(block) + size);
+    if (!b) return NULL;
+    b->size = size;
+    b->std = 1;
+    if (a->next_size < ARENA_BLOCK_MAX) a->next_size *= 2;
+    return b;
+}
+
+#if defined(__GNUC__)
+__attribute__((noinline)) /* keep the bump path free of its register saves */
+#endif
+static void *alloc_slow(pb_arena *a, size_t n) {
+    if (n > a->budget) {
         a->over_limit = 1;
         return NULL;
     }
-    block *b = a->head;
-    if (!b || b->size - b->used < n) {
-        size_t size = n > ARENA_BLOCK / 4 ? n : ARENA_BLOCK;
-        if (size > SIZE_MAX - sizeof(block)) return NULL;
-        block *nb = malloc(sizeof(block) + size);
-        if (!nb) return NULL;
-        nb->size = size;
-        nb->used = 0;
-        if (b && size != ARENA_BLOCK && b->size - b->used >= 64) {
-            /* a big one-off: link it behind the current block, keep filling that */
-            nb->next = b->next;
-            b->next = nb;
-            nb->used = n;
-            a->total += n;
-            return nb->data;
+    if (n > a->next_size / 4) {
+        /* a big one-off gets a block of its own */
+        if (n > SIZE_MAX - sizeof(block)) return NULL;
+        block *nb = malloc(sizeof(block) + n);
+        if (!nb) {
+            a->over_limit = 0;
+            return NULL;
         }
-        nb->next = b;
-        a->head = b = nb;
+        nb->size = n;
+        nb->std = 0;
+        if (a->head && a->left >= 64) {
+            /* link it behind the current block, keep filling that */
+            nb->next = a->head->next;
+            a->head->next = nb;
+        } else {
+            nb->next = a->head;
+            a->head = nb;
+            a->cur = nb->data + n;
+            a->left = 0;
+        }
+        a->budget -= n;
+        a->total += n;
+        return nb->data;
     }
-    void *p = b->data + b->used;
-    b->used += n;
+    block *b = std_block(a, n);
+    if (!b) {
+        a->over_limit = 0;
+        return NULL;
+    }
+    b->next = a->head;
+    a->head = b;
+    a->cur = b->data + n;
+    a->left = b->size - n;
+    a->budget -= n;
     a->total += n;
-    return p;
+    return b->data;
+}
+
+void *pb_arena_alloc(pb_arena *a, size_t n) {
+    if (n > SIZE_MAX - 64) return NULL;
+    n = n ? (n + 7) & ~(size_t)7 : 8;
+    if (n <= a->left && n <= a->budget) {
+        void *p = a->cur;
+        a->cur += n;
+        a->left -= n;
+        a->budget -= n;
+        a->total += n;
+        return p;
+    }
+    return alloc_slow(a, n);
 }
 
 char *pb_arena_memdup(pb_arena *a, const void *p, size_t n) {
@@ -113,15 +188,22 @@ char *pb_arena_memdup(pb_arena *a, const void *p, size_t n) {
     return d;
 }
 
+int pb_arena_owns(const pb_arena *a, const void *p) {
+    uintptr_t x = (uintptr_t)p;
+    for (const block *b = a ? a->head : NULL; b; b = b->next)
+        if (x >= (uintptr_t)b->data && x < (uintptr_t)b->data + b->size) return 1;
+    return 0;
+}
+
 size_t pb_arena_used(const pb_arena *a) { return a->total; }
 int pb_arena_over_limit(const pb_arena *a) { return a->over_limit; }
 
 int pb_arena_on_free(pb_arena *a, void (*fn)(void *), void *p) {
     /* hooks must not count against the limit: they protect resources */
-    size_t saved = a->limit;
-    a->limit = 0;
+    size_t saved = a->budget;
+    a->budget = SIZE_MAX;
     hook *h = pb_arena_alloc(a, sizeof *h);
-    a->limit = saved;
+    a->budget = saved;
     if (!h) return PB_ENOMEM;
     h->fn = fn;
     h->p = p;

@@ -528,6 +528,50 @@ typedef struct udec {
     size_t nrefs, cap;
 } udec;
 
+/* ---- allocation: one arena allocation per value (a string's body and a
+ * container's first item array follow the value itself).  Exact, so the
+ * target arena, which may live long and take many unjellies, is charged
+ * only for what it holds. */
+static inline void *u_alloc(udec *c, size_t n) { return pb_arena_alloc(c->a, n); }
+
+static inline pb_value *u_value(udec *c, pb_type t) {
+    pb_value *v = u_alloc(c, sizeof *v);
+    if (v) *v = (pb_value){.type = (uint8_t)t};
+    return v;
+}
+
+/* Value of type t holding a copy of p[0..n) (NUL-terminated), one allocation. */
+static pb_value *u_text_copy(udec *c, pb_type t, const char *p, size_t n) {
+    if (n > SIZE_MAX / 2) return NULL;
+    pb_value *v = u_alloc(c, sizeof *v + n + 1);
+    if (!v) return NULL;
+    char *body = (char *)(v + 1);
+    if (n) memcpy(body, p, n);
+    body[n] = 0;
+    *v = (pb_value){.type = (uint8_t)t};
+    v->u.s.ptr = body;
+    v->u.s.len = n;
+    return v;
+}
+
+/* An empty sequence or dict with room for n items (entries), one allocation. */
+static pb_value *u_container(udec *c, pb_type t, size_t n) {
+    size_t unit = t == PB_DICT ? 2 * sizeof(pb_value *) : sizeof(pb_value *);
+    if (n > (SIZE_MAX / 2 - sizeof(pb_value)) / unit) return NULL;
+    pb_value *v = u_alloc(c, sizeof *v + n * unit);
+    if (!v) return NULL;
+    *v = (pb_value){.type = (uint8_t)t};
+    pb_value **items = n ? (pb_value **)(void *)(v + 1) : NULL;
+    if (t == PB_DICT) {
+        v->u.dict.kv = items;
+        v->u.dict.cap = n;
+    } else {
+        v->u.seq.items = items;
+        v->u.seq.cap = n;
+    }
+    return v;
+}
+
 static size_t ref_slot(const udec *c, int64_t id) {
     uint64_t h = (uint64_t)id * 0x9E3779B97F4A7C15ull;
     size_t i = (size_t)(h >> 32) & (c->cap - 1);
@@ -632,24 +676,31 @@ static void utf8_error(udec *c, const unsigned char *s, size_t n) {
 /* A leaf of the tree as a value of c->a (shared when allowed). */
 static pb_value *leaf(udec *c, const pb_value *x) {
     if (c->share && x->type != PB_STR) return (pb_value *)x;
+    pb_value *v;
     switch ((pb_type)x->type) {
-    case PB_INT: return pb_int(c->a, x->u.i);
+    case PB_INT:
+        if ((v = u_value(c, PB_INT))) v->u.i = x->u.i;
+        return v;
     case PB_BIGINT: return pb_bigint(c->a, x->u.big.neg, x->u.big.limbs, x->u.big.nlimbs);
-    case PB_FLOAT: return pb_float(c->a, x->u.f);
-    default: return pb_bytes(c->a, x->u.s.ptr, x->u.s.len); /* bytes, or PB_STR as bytes */
+    case PB_FLOAT:
+        if ((v = u_value(c, PB_FLOAT))) v->u.f = x->u.f;
+        return v;
+    default: /* bytes, or PB_STR as bytes */
+        return u_text_copy(c, PB_BYTES, x->u.s.ptr, x->u.s.len);
     }
 }
 
 /* Text payload as a value of type t (bytes shared when allowed). */
 static pb_value *text_value(udec *c, pb_type t, const pb_value *x) {
     if (c->share) {
-        pb_value *v = pb_bytes_static(c->a, x->u.s.ptr, x->u.s.len);
-        if (v) v->type = (uint8_t)t;
+        pb_value *v = u_value(c, t);
+        if (v) {
+            v->u.s.ptr = x->u.s.ptr;
+            v->u.s.len = x->u.s.len;
+        }
         return v;
     }
-    pb_value *v = pb_bytes(c->a, x->u.s.ptr, x->u.s.len);
-    if (v) v->type = (uint8_t)t;
-    return v;
+    return u_text_copy(c, t, x->u.s.ptr, x->u.s.len);
 }
 
 /* "Y M D ..." with exactly nfields optionally negative integers. */
@@ -667,7 +718,47 @@ static int time_text_ok(const pb_value *x, int nfields) {
     return f == nfields;
 }
 
-static int uj(udec *c, const pb_value *x, unsigned depth, const int64_t *pend, pb_value **out);
+/* True if p[0..n) is all ASCII (so valid UTF-8): words, never past n. */
+static inline int ascii_only(const char *p, size_t n) {
+    uint64_t acc = 0, w;
+    uint32_t h, t;
+    if (n >= 8) {
+        size_t k = 0;
+        for (; k + 8 <= n; k += 8) {
+            memcpy(&w, p + k, 8);
+            acc |= w;
+        }
+        memcpy(&w, p + n - 8, 8); /* the tail, overlapping */
+        acc |= w;
+    } else if (n >= 4) {
+        memcpy(&h, p, 4);
+        memcpy(&t, p + n - 4, 4);
+        acc = h | t;
+    } else {
+        for (size_t k = 0; k < n; k++) acc |= (unsigned char)p[k];
+    }
+    return !(acc & 0x8080808080808080ull);
+}
+
+static int uj_any(udec *c, const pb_value *x, unsigned depth, const int64_t *pend,
+                  pb_value **out);
+static int uj_list(udec *c, const pb_value *x, unsigned depth, const int64_t *pend,
+                   pb_value **out);
+
+/* Unjelly x.  Inline for the common cases: a list goes straight to
+ * uj_list, and an atom that may be shared is its own value. */
+static inline int uj(udec *c, const pb_value *x, unsigned depth, const int64_t *pend,
+                     pb_value **out) {
+    if (x) {
+        if (x->type == PB_SEXP_LIST) return uj_list(c, x, depth, pend, out);
+        if (!pend && c->share &&
+            (x->type == PB_INT || x->type == PB_BYTES || x->type == PB_FLOAT)) {
+            *out = (pb_value *)x;
+            return PB_OK;
+        }
+    }
+    return uj_any(c, x, depth, pend, out);
+}
 
 static int bind(udec *c, const int64_t *pend, pb_value *v) {
     return pend ? ref_put(c, *pend, v) : PB_OK;
@@ -676,7 +767,7 @@ static int bind(udec *c, const int64_t *pend, pb_value *v) {
 static int uj_seq(udec *c, pb_type t, const pb_value *x, unsigned depth, const int64_t *pend,
                   pb_value **out) {
     size_t n = x->u.seq.len - 1;
-    pb_value *v = pb_container(c->a, t, n);
+    pb_value *v = u_container(c, t, n);
     if (!v) return oom(c);
     int rc = bind(c, pend, v); /* before the items, so cycles find it */
     if (rc) return rc;
@@ -692,7 +783,7 @@ static int uj_seq(udec *c, pb_type t, const pb_value *x, unsigned depth, const i
 static int uj_dict(udec *c, const pb_value *x, unsigned depth, const int64_t *pend,
                    pb_value **out) {
     size_t n = x->u.seq.len - 1;
-    pb_value *v = pb_dict(c->a, n);
+    pb_value *v = u_container(c, PB_DICT, n);
     if (!v) return oom(c);
     int rc = bind(c, pend, v);
     if (rc) return rc;
@@ -700,12 +791,13 @@ static int uj_dict(udec *c, const pb_value *x, unsigned depth, const int64_t *pe
         const pb_value *ent = x->u.seq.items[i + 1];
         if (ent->type != PB_SEXP_LIST)
             return pb_err_set(c->err, PB_EJELLY, "cannot unpack non-iterable dictionary entry");
-        if (ent->u.seq.len < 2)
-            return pb_err_set(c->err, PB_EJELLY,
+        if (ent->u.seq.len != 2) {
+            if (ent->u.seq.len < 2)
+                return pb_err_set(c->err, PB_EJELLY,
                               "not enough values to unpack (expected 2, got %zu)",
                               ent->u.seq.len);
-        if (ent->u.seq.len > 2)
             return pb_err_set(c->err, PB_EJELLY, "too many values to unpack (expected 2)");
+        }
         if (depth + 1 >= c->max_depth)
             return pb_err_set(c->err, PB_EDEPTH, "jelly nested deeper than %u", c->max_depth);
         pb_value *k, *val;
@@ -786,7 +878,8 @@ static int uj_list(udec *c, const pb_value *x, unsigned depth, const int64_t *pe
         if (tag_is(tag, "unicode", 7)) {
             if (!is_atom_bytes(a1))
                 return pb_err_set(c->err, PB_EJELLY, "unicode payload is not a byte string");
-            if (!pb_utf8_valid(a1->u.s.ptr, a1->u.s.len)) {
+            if (!ascii_only(a1->u.s.ptr, a1->u.s.len) &&
+                !pb_utf8_valid(a1->u.s.ptr, a1->u.s.len)) {
                 utf8_error(c, (const unsigned char *)a1->u.s.ptr, a1->u.s.len);
                 return PB_EUTF8;
             }
@@ -860,9 +953,20 @@ static int uj_list(udec *c, const pb_value *x, unsigned depth, const int64_t *pe
         break;
     case 13:
         if (tag_is(tag, "unpersistable", 13)) {
-            if (!is_atom_bytes(a1))
-                return pb_err_set(c->err, PB_EJELLY, "unpersistable reason is not a byte string");
-            v = text_value(c, PB_UNPERSISTABLE, a1);
+            if (!a1) return pb_err_set(c->err, PB_EJELLY, "unpersistable without a reason");
+            if (is_atom_bytes(a1)) {
+                v = text_value(c, PB_UNPERSISTABLE, a1);
+                goto made;
+            }
+            /* Twisted: Unpersistable(f"Unpersistable data: {rest[0]}") */
+            pb_buf b;
+            pb_buf_init(&b);
+            rc = pb_buf_append(&b, "Unpersistable data: ", 20);
+            if (!rc) rc = pb_value_repr(a1, &b);
+            if (!rc) v = u_text_copy(c, PB_UNPERSISTABLE, (const char *)b.data, b.len);
+            pb_buf_free(&b);
+            if (rc) return pb_err_set(c->err, rc, "rendering an unpersistable reason: %s",
+                                      pb_strerror(rc));
             goto made;
         }
         break;
@@ -902,7 +1006,8 @@ made:
     return PB_OK;
 }
 
-static int uj(udec *c, const pb_value *x, unsigned depth, const int64_t *pend, pb_value **out) {
+static int uj_any(udec *c, const pb_value *x, unsigned depth, const int64_t *pend,
+                  pb_value **out) {
     if (!x) return pb_err_set(c->err, PB_EINVAL, "NULL in s-expression");
     switch ((pb_type)x->type) {
     case PB_SEXP_LIST: return uj_list(c, x, depth, pend, out);
@@ -922,7 +1027,10 @@ int pb_unjelly(pb_arena *a, const pb_value *sexp, const pb_jelly_opts *o, pb_val
                pb_errbuf *err) {
     if (!a || !sexp || !out) return pb_err_set(err, PB_EINVAL, "NULL argument");
     *out = NULL;
-    udec c = {a, o, err, depth_limit(o), o ? o->share_bytes : 0, NULL, 0, 0};
+    /* A tree that already lives in a (the decoder's arena, when unjellying
+     * into it) dies with a: its atoms can be shared whatever the options. */
+    int share = (o && o->share_bytes) || pb_arena_owns(a, sexp);
+    udec c = {a, o, err, depth_limit(o), share, NULL, 0, 0};
     pb_value *v = NULL;
     int rc = uj(&c, sexp, 0, NULL, &v);
     free(c.refs);

@@ -424,6 +424,14 @@ pb_value *pb_value_copy(pb_arena *dst, const pb_value *v) {
 int pb_utf8_valid(const void *p, size_t n) {
     const unsigned char *s = p, *e = s + n;
     while (s < e) {
+        /* ASCII fast path: eight bytes at a time while no high bit is set */
+        while ((size_t)(e - s) >= 8) {
+            uint64_t w;
+            memcpy(&w, s, 8);
+            if (w & 0x8080808080808080ull) break;
+            s += 8;
+        }
+        if (s == e) break;
         unsigned c = *s;
         if (c < 0x80) { s++; continue; }
         size_t k;

@@ -433,6 +433,154 @@ TEST(random_garbage_never_crashes) {
     }
 }
 
+/* A random well-formed stream mixing every token kind, long zero-padded
+ * prefixes, strings past the small-value size and lists longer than the
+ * bytes that follow their header. */
+static void gen_expr(pb_buf *b, uint32_t *x, int depth) {
+    *x ^= *x << 13; *x ^= *x >> 17; *x ^= *x << 5;
+    unsigned k = depth > 4 ? 1 + *x % 6 : *x % 7;
+    uint32_t r = *x >> 8;
+    switch (k) {
+    case 0: { /* list */
+        size_t n = r % 40;
+        pb_banana_put_list(b, n);
+        for (size_t i = 0; i < n; i++) gen_expr(b, x, depth + 1);
+        break;
+    }
+    case 1: pb_banana_put_int(b, (int64_t)(r % 3 ? r % 300 : r) * (r & 1 ? -1 : 1)); break;
+    case 2: pb_banana_put_float(b, r * 0.25); break;
+    case 3: { /* a string, sometimes past 256 bytes */
+        char s[700];
+        size_t n = r % 5 == 0 ? 200 + r % 500 : r % 24;
+        for (size_t i = 0; i < n; i++) s[i] = (char)('a' + (r + i) % 26);
+        pb_banana_put_bytes(b, PB_DIALECT_NONE, s, n);
+        break;
+    }
+    case 4: pb_banana_put_bytes(b, PB_DIALECT_PB, "dictionary", 10); break; /* VOCAB */
+    case 5: { /* int with a zero-padded 12-byte prefix */
+        uint8_t t[13] = {(uint8_t)(r & 0x7f), (uint8_t)(r >> 7 & 0x7f)};
+        t[12] = 0x81;
+        pb_buf_append(b, t, sizeof t);
+        break;
+    }
+    default: { /* a big int (more than 63 bits) */
+        uint8_t t[11];
+        for (int i = 0; i < 10; i++) t[i] = (uint8_t)((r >> i) & 0x7f) | 1;
+        t[10] = r & 1 ? 0x85 : 0x86;
+        pb_buf_append(b, t, sizeof t);
+        break;
+    }
+    }
+}
+
+TEST(fast_and_byte_at_a_time_paths_build_the_same_trees) {
+    uint32_t x = 777;
+    for (int round = 0; round < 200; round++) {
+        pb_buf b;
+        pb_buf_init(&b);
+        pb_banana_put_list(&b, 3);
+        for (int i = 0; i < 3; i++) gen_expr(&b, &x, 0);
+        pb_arena *a = pb_arena_new(0);
+        run whole, bytes, rnd;
+        feed_chunks(a, PB_DIALECT_PB, NULL, b.data, b.len, 0, &whole);
+        feed_chunks(a, PB_DIALECT_PB, NULL, b.data, b.len, 1, &bytes);
+        feed_chunks(a, PB_DIALECT_PB, NULL, b.data, b.len, (unsigned)round + 2, &rnd);
+        CHECK_MSG(whole.rc == 0 && whole.count == 1, "round %d: rc %d %s", round, whole.rc, whole.msg);
+        CHECK(bytes.count == 1 && rnd.count == 1);
+        if (whole.count == 1 && bytes.count == 1 && rnd.count == 1) {
+            CHECK_MSG(pb_value_equal(whole.exprs[0], bytes.exprs[0]), "round %d", round);
+            CHECK_MSG(pb_value_equal(whole.exprs[0], rnd.exprs[0]), "round %d", round);
+            /* and it is what was encoded */
+            pb_buf again;
+            pb_buf_init(&again);
+            CHECK(pb_banana_encode(&again, PB_DIALECT_PB, whole.exprs[0], NULL) == 0);
+            pb_arena *a2 = pb_arena_new(0);
+            run re;
+            feed_chunks(a2, PB_DIALECT_PB, NULL, again.data, again.len, 0, &re);
+            CHECK(re.count == 1 && pb_value_equal(re.exprs[0], whole.exprs[0]));
+            pb_arena_free(a2);
+            pb_buf_free(&again);
+        }
+        pb_arena_free(a);
+        pb_buf_free(&b);
+    }
+}
+
+TEST(the_memory_limit_is_exact_under_the_fast_path) {
+    /* 40 one-byte strings: each value plus its body takes 40 arena bytes,
+     * the list 32 + 8 * 40: 1952 bytes in all */
+    uint8_t in[2 + 40 * 3];
+    size_t n = 0;
+    in[n++] = 40;
+    in[n++] = 0x80;
+    for (int i = 0; i < 40; i++) {
+        in[n++] = 1;
+        in[n++] = 0x82;
+        in[n++] = (uint8_t)('a' + i % 26);
+    }
+    pb_banana_limits lim;
+    pb_banana_limits_default(&lim);
+    for (size_t max = 1900; max <= 2100; max += 8) {
+        lim.max_bytes = max;
+        pb_banana_dec *d = pb_banana_dec_new(PB_DIALECT_PB, &lim);
+        size_t used;
+        pb_value *v;
+        int rc = pb_banana_dec_feed(d, in, n, &used, &v);
+        if (max >= 1952) {
+            CHECK_MSG(rc == 1 && v->u.seq.len == 40, "max %zu: rc %d", max, rc);
+            CHECK(rc != 1 || (v->u.seq.items[39]->u.s.len == 1 &&
+                              v->u.seq.items[39]->u.s.ptr[0] == 'a' + 39 % 26 &&
+                              v->u.seq.items[39]->u.s.ptr[1] == 0));
+        } else {
+            CHECK_MSG(rc == PB_ELIMIT, "max %zu: rc %d", max, rc);
+            CHECK(strstr(pb_banana_dec_errmsg(d), "bytes of memory") != NULL);
+        }
+        pb_banana_dec_free(d);
+    }
+}
+
+TEST(arenas_are_reused_across_expressions_and_taken_arenas_stay_valid) {
+    /* many expressions through one decoder: reset keeps the blocks, a
+     * taken arena keeps its values while the decoder goes on */
+    pb_buf b;
+    pb_buf_init(&b);
+    uint32_t x = 99;
+    for (int i = 0; i < 50; i++) {
+        pb_banana_put_list(&b, 2);
+        gen_expr(&b, &x, 0);
+        gen_expr(&b, &x, 0);
+    }
+    pb_banana_dec *d = pb_banana_dec_new(PB_DIALECT_PB, NULL);
+    pb_arena *keep[50] = {0}, *copies = pb_arena_new(0);
+    pb_value *kept[50] = {0}, *copy[50] = {0};
+    size_t off = 0;
+    int k = 0;
+    while (off < b.len && k < 50) {
+        size_t used;
+        pb_value *v;
+        int rc = pb_banana_dec_feed(d, b.data + off, b.len - off, &used, &v);
+        off += used;
+        CHECK(rc == 1);
+        if (rc != 1) break;
+        copy[k] = pb_value_copy(copies, v);
+        if (k % 3 == 0) {
+            kept[k] = v;
+            keep[k] = pb_banana_dec_take_arena(d);
+            CHECK(keep[k] != NULL && pb_arena_owns(keep[k], v));
+        }
+        k++;
+    }
+    CHECK(k == 50 && off == b.len);
+    for (int i = 0; i < k; i++)
+        if (keep[i]) {
+            CHECK(pb_value_equal(kept[i], copy[i]));
+            pb_arena_free(keep[i]);
+        }
+    pb_arena_free(copies);
+    pb_banana_dec_free(d);
+    pb_buf_free(&b);
+}
+
 int main(void) {
     g_va = pb_arena_new(0);
     g_root = vu_load(g_va);
@@ -449,6 +597,9 @@ int main(void) {
     RUN(depth_items_and_prefix_limits);
     RUN(expressions_in_one_chunk_come_out_one_by_one);
     RUN(random_garbage_never_crashes);
+    RUN(fast_and_byte_at_a_time_paths_build_the_same_trees);
+    RUN(the_memory_limit_is_exact_under_the_fast_path);
+    RUN(arenas_are_reused_across_expressions_and_taken_arenas_stay_valid);
     pb_arena_free(g_va);
     return TEST_SUMMARY();
 }

@@ -533,6 +533,62 @@ TEST(benchmark_payload_matches_twisted_and_encodes_fast) {
     pb_arena_free(a);
 }
 
+TEST(unpersistable_takes_any_reason_as_twisted_does) {
+    /* (unpersistable X): bytes are the reason as they are; anything else
+     * becomes "Unpersistable data: <repr X>" (Twisted formats rest[0]) */
+    pb_arena *a = pb_arena_new(0);
+    pb_jelly_opts o = opts();
+    pb_errbuf e = {0};
+    pb_value *v, *s = pb_container(a, PB_SEXP_LIST, 2);
+    pb_seq_append(a, s, pb_bytesz(a, "unpersistable"));
+    pb_seq_append(a, s, pb_bytesz(a, "a socket"));
+    CHECK(pb_unjelly(a, s, &o, &v, &e) == 0 && v->type == PB_UNPERSISTABLE &&
+          pb_value_is(v, "a socket") == 0 && v->u.s.len == 8 && !strcmp(v->u.s.ptr, "a socket"));
+    s->u.seq.items[1] = pb_int(a, 42);
+    CHECK(pb_unjelly(a, s, &o, &v, &e) == 0 && v->type == PB_UNPERSISTABLE);
+    CHECK(v && !strcmp(v->u.s.ptr, "Unpersistable data: 42") && v->u.s.len == 22);
+    s->u.seq.items[1] = pb_float(a, 1.5);
+    CHECK(pb_unjelly(a, s, &o, &v, &e) == 0 && !strcmp(v->u.s.ptr, "Unpersistable data: 1.5"));
+    pb_value *l = pb_container(a, PB_SEXP_LIST, 2);
+    pb_seq_append(a, l, pb_bytesz(a, "list"));
+    pb_seq_append(a, l, pb_int(a, 1));
+    s->u.seq.items[1] = l;
+    CHECK(pb_unjelly(a, s, &o, &v, &e) == 0 &&
+          !strcmp(v->u.s.ptr, "Unpersistable data: [b'list', 1]"));
+    /* from the wire, as a peer sends it: (unpersistable 7) */
+    const uint8_t in[] = {0x02, 0x80, 0x0c, 0x87, 0x07, 0x81};
+    CHECK(decode_one(a, PB_DIALECT_PB, in, sizeof in, &s));
+    CHECK(pb_unjelly(a, s, &o, &v, &e) == 0 && v->type == PB_UNPERSISTABLE &&
+          !strcmp(v->u.s.ptr, "Unpersistable data: 7"));
+    /* no reason at all is still malformed (Twisted: IndexError) */
+    s = pb_container(a, PB_SEXP_LIST, 1);
+    pb_seq_append(a, s, pb_bytesz(a, "unpersistable"));
+    CHECK(pb_unjelly(a, s, &o, &v, &e) == PB_EJELLY);
+    pb_arena_free(a);
+}
+
+TEST(unjelly_shares_only_a_tree_of_its_own_arena) {
+    const uint8_t in[] = {0x03, 0x80, 0x04, 0x82, 'l', 'i', 's', 't', 0x02, 0x82, 'h', 'i', 0x05, 0x81};
+    pb_banana_dec *d = pb_banana_dec_new(PB_DIALECT_PB, NULL);
+    size_t used;
+    pb_value *t, *v = NULL, *w = NULL;
+    CHECK(pb_banana_dec_feed(d, in, sizeof in, &used, &t) == 1);
+    /* into the decoder's own arena, without share_bytes: shared anyway */
+    CHECK(pb_unjelly(pb_banana_dec_arena(d), t, NULL, &v, NULL) == 0);
+    CHECK(v && v->type == PB_LIST && v->u.seq.items[0] == t->u.seq.items[1]);
+    /* into another arena: copied, and it outlives the decoder's reset */
+    pb_arena *other = pb_arena_new(0);
+    CHECK(pb_unjelly(other, t, NULL, &w, NULL) == 0);
+    CHECK(w && w->u.seq.items[0] != t->u.seq.items[1] &&
+          w->u.seq.items[0]->u.s.ptr != t->u.seq.items[1]->u.s.ptr);
+    CHECK(pb_arena_owns(other, w->u.seq.items[0]->u.s.ptr) &&
+          pb_arena_owns(other, w->u.seq.items[1]));
+    CHECK(pb_banana_dec_feed(d, in, sizeof in, &used, &t) == 1); /* resets the old arena */
+    CHECK(pb_value_is(w->u.seq.items[0], "hi") && w->u.seq.items[1]->u.i == 5);
+    pb_arena_free(other);
+    pb_banana_dec_free(d);
+}
+
 int main(void) {
     g_va = pb_arena_new(0);
     g_root = vu_load(g_va);
@@ -547,6 +603,8 @@ int main(void) {
     RUN(unjelly_vectors_allow_and_refuse_as_twisted_does);
     RUN(unjelly_results_have_the_right_types);
     RUN(shared_bytes_point_into_the_decoders_arena);
+    RUN(unpersistable_takes_any_reason_as_twisted_does);
+    RUN(unjelly_shares_only_a_tree_of_its_own_arena);
     RUN(pb_object_forms_go_through_the_hooks);
     RUN(values_twisted_refuses_to_send_are_unsendable_and_nothing_is_written);
     RUN(nesting_beyond_max_depth_is_refused_both_ways);
