@@ -88,7 +88,11 @@ int pb_connect_unix(uv_loop_t *loop, const char *path, const pb_client_opts *opt
 pb_broker *pb_conn_broker(pb_conn *c);
 /** The server's root object (borrowed; pb_ref_ref to keep). */
 pb_ref *pb_conn_root(pb_conn *c);
-/** Start closing c; on_lost runs when it is closed. */
+/** Start closing c, like Twisted's loseConnection: what is already queued
+ * still goes out (for at most 2 s), then the socket closes.  Pending calls
+ * fail with PBConnectionLost and on_lost runs from the loop afterwards,
+ * never from inside this call; c stays valid until on_lost has returned.
+ * Safe from any callback, and more than once. */
 void pb_conn_close(pb_conn *c);
 /** The connection a broker runs on (NULL for brokers not made here). */
 pb_conn *pb_conn_of(pb_broker *b);
@@ -105,7 +109,12 @@ int pb_run_until_signal(uv_loop_t *loop, void (*stop)(void *ud), void *ud);
 /** A client that keeps a connection up: connects, calls on_up for every
  * (re)established connection (log in there), on_down when it is lost,
  * and retries with exponential backoff (initial_ms doubling up to max_ms,
- * with jitter) until pb_reconnector_stop().  max_retries 0: forever. */
+ * with jitter) until pb_reconnector_stop().  max_retries 0: forever.
+ * on_down's attempt is 0 when an established connection was lost and n
+ * after the n-th failed attempt in a row (failed connects report too).
+ * After max_retries failures it stops trying; pb_reconnector_stop() still
+ * frees it.  No callback runs after pb_reconnector_stop(), which may be
+ * called from inside on_up/on_down.  Defaults: 500 ms, 30 s. */
 typedef struct pb_reconnector pb_reconnector;
 /** Reconnector settings; start from pb_reconnect_opts_default(). */
 typedef struct pb_reconnect_opts {

@@ -1,0 +1,29 @@
+/*
+ * pb5client - log in as user1 and call foo(12) on the avatar (the C
+ * counterpart of pb5client.py), then exit.
+ */
+#include "common.h"
+
+static int foo_done(pb_deferred *d, void *ud)
+{
+    ex_done(0);
+    return 0;
+}
+
+static int connected(pb_deferred *d, void *ud)
+{
+    pb_value *perspective = pb_deferred_value(d);
+    printf("got perspective ref: %s\n", ex_repr(perspective));
+    printf("asking it to foo(12)\n");
+    ex_then(pb_ref_callf((pb_ref *)perspective->u.h, "foo", "i", (int64_t)12), foo_done, "foo");
+    return 0;
+}
+
+static void up(pb_conn *c) { ex_then(pb_login(c, "user1", "pass1", NULL), connected, "login"); }
+
+int main(int argc, char **argv)
+{
+    ex_args a;
+    ex_parse(argc, argv, &a);
+    return ex_client(&a, up);
+}

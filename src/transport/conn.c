@@ -1,0 +1,766 @@
+/*
+ * conn.c - one PB connection on a libuv stream, and the client side.
+ *
+ * A pb_conn owns a stream handle, a timer and a pb_broker.  Bytes read go
+ * straight into pb_broker_feed from a per-thread 64 KiB buffer (the broker
+ * copies what it keeps), so idle connections hold no read buffer.
+ *
+ * Writes are batched per loop iteration: output_ready only puts the
+ * connection on its loop's flush list; a uv_check (right after the poll
+ * phase, i.e. after every read callback of this iteration) and a uv_idle
+ * (keeps the poll from blocking while output waits, and flushes output
+ * queued from timers) write everything each broker has queued with one
+ * uv_try_write.  Whatever the kernel does not take at once is copied into
+ * one owned buffer for a uv_write, so the broker's own buffer never has to
+ * stay put while libuv holds a pointer into it.
+ *
+ * Closing never frees anything in the middle of a callback: it stops
+ * reading and uv_close()s the handles; the last close callback tells the
+ * broker the connection is lost (failing pending calls), calls the
+ * application's lost/connect callback, then frees.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "transport_int.h"
+
+#define PB_READ_BUF_SIZE 65536
+#define PB_LINGER_MS 2000          /* graceful close: how long to wait for output to drain */
+#define PB_DEFAULT_CONNECT_MS 10000
+#define PB_DEFAULT_MAX_OUTPUT (16u << 20)
+
+/* --------------------------------------------------------------- per-loop */
+
+struct pb_uvctx {
+    uv_loop_t *loop;
+    uv_check_t check;
+    uv_idle_t idle;
+    pb_conn *whead;         /* connections with output to flush */
+    unsigned refs;
+    int active;             /* check + idle started */
+    int closing;            /* handle close callbacks outstanding */
+    pb_uvctx *next;
+};
+
+static _Thread_local pb_uvctx *g_ctxs;
+static _Thread_local char g_rbuf[PB_READ_BUF_SIZE];
+
+static void conn_flush(pb_conn *c);
+
+static void ctx_flush_all(pb_uvctx *x) {
+    pb_conn *c;
+    while ((c = x->whead) != NULL) {
+        x->whead = c->wnext;
+        if (x->whead) x->whead->wprev = NULL;
+        c->wnext = c->wprev = NULL;
+        c->in_wlist = 0;
+        conn_flush(c);
+    }
+    if (x->active) {
+        uv_check_stop(&x->check);
+        uv_idle_stop(&x->idle);
+        x->active = 0;
+    }
+}
+
+static void on_check(uv_check_t *h) { ctx_flush_all(h->data); }
+static void on_idle(uv_idle_t *h) { ctx_flush_all(h->data); }
+
+static pb_uvctx *ctx_get(uv_loop_t *loop) {
+    for (pb_uvctx *x = g_ctxs; x; x = x->next)
+        if (x->loop == loop) {
+            x->refs++;
+            return x;
+        }
+    pb_uvctx *x = calloc(1, sizeof *x);
+    if (!x) return NULL;
+    x->loop = loop;
+    uv_check_init(loop, &x->check);
+    uv_idle_init(loop, &x->idle);
+    x->check.data = x->idle.data = x;
+    /* They never keep a loop alive on their own: connections do. */
+    uv_unref((uv_handle_t *)&x->check);
+    uv_unref((uv_handle_t *)&x->idle);
+    x->refs = 1;
+    x->next = g_ctxs;
+    g_ctxs = x;
+    return x;
+}
+
+static void ctx_closed(uv_handle_t *h) {
+    pb_uvctx *x = h->data;
+    if (--x->closing == 0) free(x);
+}
+
+static void ctx_release(pb_uvctx *x) {
+    if (!x || --x->refs) return;
+    for (pb_uvctx **p = &g_ctxs; *p; p = &(*p)->next)
+        if (*p == x) {
+            *p = x->next;
+            break;
+        }
+    x->closing = 2;
+    uv_close((uv_handle_t *)&x->check, ctx_closed);
+    uv_close((uv_handle_t *)&x->idle, ctx_closed);
+}
+
+static void wlist_remove(pb_conn *c) {
+    if (!c->in_wlist) return;
+    if (c->wprev) c->wprev->wnext = c->wnext;
+    else c->ctx->whead = c->wnext;
+    if (c->wnext) c->wnext->wprev = c->wprev;
+    c->wnext = c->wprev = NULL;
+    c->in_wlist = 0;
+}
+
+static void schedule_flush(pb_conn *c) {
+    if (c->in_wlist || c->handles_closed || (c->closing && !c->lingering)) return;
+    pb_uvctx *x = c->ctx;
+    c->wprev = NULL;
+    c->wnext = x->whead;
+    if (x->whead) x->whead->wprev = c;
+    x->whead = c;
+    c->in_wlist = 1;
+    if (!x->active) {
+        uv_check_start(&x->check, on_check);
+        uv_idle_start(&x->idle, on_idle);
+        x->active = 1;
+    }
+}
+
+/* ------------------------------------------------------ broker -> conn map */
+
+static _Thread_local pb_conn **g_map;
+static _Thread_local size_t g_map_cap, g_map_n;
+
+static size_t map_slot(const void *p, size_t cap) {
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 29;
+    x *= 0x9E3779B97F4A7C15ull;
+    return (size_t)(x >> 32) & (cap - 1);
+}
+
+static int map_add(pb_conn *c) {
+    if (g_map_n >= g_map_cap) {
+        size_t ncap = g_map_cap ? g_map_cap * 2 : 64;
+        pb_conn **nm = calloc(ncap, sizeof *nm);
+        if (!nm) return PB_ENOMEM;
+        for (size_t i = 0; i < g_map_cap; i++) {
+            pb_conn *e = g_map[i];
+            while (e) {
+                pb_conn *next = e->hnext;
+                size_t s = map_slot(e->broker, ncap);
+                e->hnext = nm[s];
+                nm[s] = e;
+                e = next;
+            }
+        }
+        free(g_map);
+        g_map = nm;
+        g_map_cap = ncap;
+    }
+    size_t s = map_slot(c->broker, g_map_cap);
+    c->hnext = g_map[s];
+    g_map[s] = c;
+    g_map_n++;
+    return 0;
+}
+
+static void map_remove(pb_conn *c) {
+    if (!g_map_cap || !c->broker) return;
+    for (pb_conn **p = &g_map[map_slot(c->broker, g_map_cap)]; *p; p = &(*p)->hnext)
+        if (*p == c) {
+            *p = c->hnext;
+            c->hnext = NULL;
+            if (--g_map_n == 0) {
+                free(g_map);
+                g_map = NULL;
+                g_map_cap = 0;
+            }
+            return;
+        }
+}
+
+pb_conn *pb_conn_of(pb_broker *b) {
+    if (!b || !g_map_cap) return NULL;
+    for (pb_conn *e = g_map[map_slot(b, g_map_cap)]; e; e = e->hnext)
+        if (e->broker == b) return e;
+    return NULL;
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+pb_conn *pb__conn_alloc(uv_loop_t *loop, int is_tcp, pb_errbuf *err) {
+    pb_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        pb_err_set(err, PB_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->ctx = ctx_get(loop);
+    if (!c->ctx) {
+        free(c);
+        pb_err_set(err, PB_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->loop = loop;
+    c->is_tcp = is_tcp ? 1 : 0;
+    int rc = is_tcp ? uv_tcp_init(loop, &c->io.tcp) : uv_pipe_init(loop, &c->io.pipe, 0);
+    if (rc < 0) {
+        ctx_release(c->ctx);
+        free(c);
+        pb_err_set(err, PB_EIO, "cannot create socket: %s", uv_strerror(rc));
+        return NULL;
+    }
+    uv_timer_init(loop, &c->timer);
+    c->io.handle.data = c;
+    c->timer.data = c;
+    c->wreq.data = c;
+    c->creq.data = c;
+    c->pending_handles = 2;
+    c->armed_deadline = UINT64_MAX;
+    c->state = CONN_CONNECTING;
+    pb_broker_config_default(&c->cfg);
+    return c;
+}
+
+static void conn_final(pb_conn *c) {
+    const char *why = c->close_why ? c->close_why : "connection closed";
+    wlist_remove(c);
+    if (c->broker) pb_broker_connection_lost(c->broker, why);
+    if (!c->server) {
+        if (c->ever_up) {
+            if (c->on_lost) c->on_lost(c, why, c->ud);
+        } else if (c->on_connect) {
+            c->on_connect(NULL, c->close_code ? c->close_code : PB_ECLOSED, why, c->ud);
+        }
+    }
+    map_remove(c);
+    if (c->broker) pb_broker_free(c->broker);
+    c->broker = NULL;
+    if (c->server) pb__server_conn_gone(c->server, c);
+    ctx_release(c->ctx);
+    free(c->wbuf);
+    free(c->close_why);
+    free(c);
+}
+
+static void conn_release(pb_conn *c) {
+    if (--c->pending_handles == 0) conn_final(c);
+}
+
+static void on_handle_closed(uv_handle_t *h) { conn_release(h->data); }
+
+/* Used when setup failed after pb__conn_alloc: still goes through uv_close
+ * (the handles are initialised) but reports nothing. */
+void pb__conn_discard(pb_conn *c) {
+    c->on_connect = NULL;
+    c->on_lost = NULL;
+    c->closing = 1;
+    c->handles_closed = 1;
+    uv_close(&c->io.handle, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static void finish_close(pb_conn *c) {
+    if (c->handles_closed) return;
+    c->handles_closed = 1;
+    c->lingering = 0;
+    wlist_remove(c);
+    uv_close(&c->io.handle, on_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static void on_timer(uv_timer_t *t);
+
+void pb__conn_close(pb_conn *c, int code, const char *why, int graceful) {
+    if (c->closing) return;
+    c->closing = 1;
+    c->close_code = code;
+    c->close_why = strdup(why ? why : "connection closed");
+    if (c->reading) {
+        uv_read_stop(&c->io.stream);
+        c->reading = 0;
+    }
+    if (c->gai) uv_cancel((uv_req_t *)c->gai); /* its callback still comes */
+    if (graceful && c->broker && !c->handles_closed) {
+        /* Like Twisted's loseConnection: what is queued still goes out. */
+        c->lingering = 1;
+        c->armed_deadline = UINT64_MAX;
+        uv_timer_start(&c->timer, on_timer, PB_LINGER_MS, 0);
+        conn_flush(c); /* closes at once when nothing is pending */
+        return;
+    }
+    finish_close(c);
+}
+
+void pb_conn_close(pb_conn *c) {
+    if (c) pb__conn_close(c, PB_ECLOSED, "connection closed locally", 1);
+}
+
+static void conn_uv_error(pb_conn *c, int uverr, const char *what) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s %s: %s", what, c->peer[0] ? c->peer : "peer",
+             uv_strerror(uverr));
+    pb__conn_close(c, uverr == UV_ETIMEDOUT ? PB_ETIMEOUT : PB_EIO, msg, 0);
+}
+
+/* ------------------------------------------------------------------ timer */
+
+static void arm_timer(pb_conn *c) {
+    if (c->closing) return;
+    uint64_t dl = UINT64_MAX;
+    if (c->state != CONN_UP && c->connect_timeout_ms) {
+        return; /* the connect timeout stays armed until the handshake is done */
+    }
+    if (c->broker) dl = pb_broker_next_deadline(c->broker);
+    if (dl == c->armed_deadline) return;
+    c->armed_deadline = dl;
+    if (dl == UINT64_MAX) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uint64_t now = uv_now(c->loop);
+    uv_timer_start(&c->timer, on_timer, dl > now ? dl - now : 0, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+    pb_conn *c = t->data;
+    c->armed_deadline = UINT64_MAX;
+    if (c->lingering) { /* output did not drain in time */
+        finish_close(c);
+        return;
+    }
+    if (c->closing) return;
+    if (c->state != CONN_UP && c->connect_timeout_ms) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "connection to %s timed out after %u ms",
+                 c->peer[0] ? c->peer : "peer", c->connect_timeout_ms);
+        pb__conn_close(c, PB_ETIMEOUT, msg, 0);
+        return;
+    }
+    if (!c->broker) return;
+    pb_broker_tick(c->broker, uv_now(c->loop));
+    arm_timer(c);
+}
+
+/* ------------------------------------------------------------------ write */
+
+static void update_read_state(pb_conn *c);
+
+static void on_write(uv_write_t *req, int status) {
+    pb_conn *c = req->data;
+    free(c->wbuf);
+    c->wbuf = NULL;
+    c->wlen = 0;
+    c->writing = 0;
+    if (status < 0) {
+        if (status == UV_ECANCELED || c->handles_closed) return;
+        if (c->lingering) finish_close(c);
+        else conn_uv_error(c, status, "write to");
+        return;
+    }
+    conn_flush(c);
+}
+
+/* Write everything the broker has queued: one uv_try_write, the rest (if
+ * any) copied into one uv_write. */
+static void conn_flush(pb_conn *c) {
+    if (c->handles_closed || !c->broker || (c->closing && !c->lingering)) return;
+    if (!c->writing) {
+        const uint8_t *data;
+        size_t n;
+        while ((n = pb_broker_output(c->broker, &data)) > 0) {
+            size_t chunk = n > (1u << 30) ? (1u << 30) : n;
+            uv_buf_t b = uv_buf_init((char *)(uintptr_t)data, (unsigned)chunk);
+            int r = uv_try_write(&c->io.stream, &b, 1);
+            if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
+            if (r < 0) {
+                if (c->lingering) {
+                    finish_close(c);
+                } else {
+                    conn_uv_error(c, r, "write to");
+                }
+                return;
+            }
+            if ((size_t)r == chunk) {
+                pb_broker_output_consume(c->broker, chunk);
+                continue;
+            }
+            /* The kernel is full: hand the rest to libuv from our own copy. */
+            size_t rest = n - (size_t)r;
+            uint8_t *copy = malloc(rest);
+            if (!copy) {
+                pb__conn_close(c, PB_ENOMEM, "out of memory", 0);
+                return;
+            }
+            memcpy(copy, data + r, rest);
+            pb_broker_output_consume(c->broker, n);
+            c->wbuf = copy;
+            c->wlen = rest;
+            uv_buf_t wb = uv_buf_init((char *)copy, (unsigned)rest);
+            int wr = uv_write(&c->wreq, &c->io.stream, &wb, 1, on_write);
+            if (wr < 0) {
+                free(c->wbuf);
+                c->wbuf = NULL;
+                c->wlen = 0;
+                if (c->lingering) finish_close(c);
+                else conn_uv_error(c, wr, "write to");
+                return;
+            }
+            c->writing = 1;
+            break;
+        }
+    }
+    if (c->lingering) {
+        if (!c->writing) finish_close(c);
+        return;
+    }
+    update_read_state(c);
+    arm_timer(c);
+}
+
+/* ------------------------------------------------------------------- read */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(g_rbuf, sizeof g_rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    pb_conn *c = s->data;
+    if (nread == 0 || c->closing) return;
+    if (nread < 0) {
+        if (nread == UV_EOF) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "connection closed by %s", c->peer[0] ? c->peer : "peer");
+            pb__conn_close(c, PB_ECLOSED, msg, 0);
+        } else {
+            conn_uv_error(c, (int)nread, "read from");
+        }
+        return;
+    }
+    pb_broker_tick(c->broker, uv_now(c->loop));
+    int rc = pb_broker_feed(c->broker, (const uint8_t *)buf->base, (size_t)nread);
+    if (c->closing) return; /* the broker (or a handler) closed it */
+    if (rc < 0) {
+        const char *m = pb_broker_errmsg(c->broker);
+        pb__conn_close(c, rc, m && *m ? m : pb_strerror(rc), 1);
+        return;
+    }
+    update_read_state(c);
+    arm_timer(c);
+}
+
+/* Back-pressure: stop reading while the broker holds too much output for
+ * this peer (or our write in flight is that big), resume once drained. */
+static void update_read_state(pb_conn *c) {
+    if (c->closing || !c->broker || c->state < CONN_HANDSHAKE) return;
+    size_t lim = c->cfg.max_output ? c->cfg.max_output : PB_DEFAULT_MAX_OUTPUT;
+    int pause = pb_broker_want_read_paused(c->broker) || (c->writing && c->wlen >= lim);
+    if (pause && c->reading) {
+        uv_read_stop(&c->io.stream);
+        c->reading = 0;
+        c->read_paused = 1;
+    } else if (!pause && !c->reading) {
+        if (uv_read_start(&c->io.stream, on_alloc, on_read) == 0) {
+            c->reading = 1;
+            c->read_paused = 0;
+        }
+    }
+}
+
+/* ------------------------------------------------------- broker callbacks */
+
+static void cb_output_ready(pb_broker *b, void *ud) {
+    (void)b;
+    schedule_flush(ud);
+}
+
+static void cb_close(pb_broker *b, int code, const char *msg, void *ud) {
+    (void)b;
+    pb__conn_close(ud, code, msg, 1);
+}
+
+static void cb_connected(pb_broker *b, void *ud) {
+    (void)b;
+    pb_conn *c = ud;
+    if (c->closing || c->state == CONN_UP) return;
+    c->state = CONN_UP;
+    c->ever_up = 1;
+    c->connect_timeout_ms = 0;
+    c->armed_deadline = 0; /* force re-arming for the broker's deadlines */
+    uv_timer_stop(&c->timer);
+    arm_timer(c);
+    if (!c->server && c->on_connect) c->on_connect(c, 0, NULL, c->ud);
+}
+
+static int g_log = -1;
+static void cb_log(pb_broker *b, const char *msg, void *ud) {
+    (void)b;
+    pb_conn *c = ud;
+    if (g_log < 0) {
+        const char *e = getenv("PB_LOG");
+        g_log = e && *e && strcmp(e, "0") != 0;
+    }
+    if (g_log) fprintf(stderr, "pb[%s]: %s\n", c->peer, msg);
+}
+
+int pb__conn_start(pb_conn *c, int is_server, pb_root_fn root, void *ud) {
+    c->state = CONN_HANDSHAKE;
+    if (c->is_tcp) {
+        uv_tcp_nodelay(&c->io.tcp, 1);
+        if (c->keepalive_s > 0) uv_tcp_keepalive(&c->io.tcp, 1, (unsigned)c->keepalive_s);
+        if (!c->peer[0]) {
+            struct sockaddr_storage ss;
+            int len = sizeof ss;
+            if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&ss, &len) == 0)
+                pb__format_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer);
+        }
+    }
+    pb_broker_config cfg = c->cfg;
+    cfg.is_server = is_server;
+    pb_broker_callbacks cb = {
+        .ud = c,
+        .output_ready = cb_output_ready,
+        .close = cb_close,
+        .connected = cb_connected,
+        .log = cb_log,
+    };
+    c->broker = pb_broker_new(&cfg, &cb, NULL);
+    if (!c->broker || map_add(c) < 0) {
+        if (c->broker) {
+            pb_broker_free(c->broker);
+            c->broker = NULL;
+        }
+        pb__conn_close(c, PB_ENOMEM, "out of memory", 0);
+        return PB_ENOMEM;
+    }
+    if (root) { /* the root function may want the broker (cred's does) */
+        pb_object *r = root(c->broker, ud);
+        if (!r) {
+            pb__conn_close(c, PB_EAUTH, "connection refused by the application", 0);
+            return PB_EAUTH;
+        }
+        int src = pb_broker_set_root(c->broker, r);
+        pb_object_unref(r); /* the broker holds its own reference */
+        if (src < 0) {
+            pb__conn_close(c, src, pb_strerror(src), 0);
+            return src;
+        }
+    }
+    pb_broker_tick(c->broker, uv_now(c->loop));
+    int rc = uv_read_start(&c->io.stream, on_alloc, on_read);
+    if (rc < 0) {
+        conn_uv_error(c, rc, "read from");
+        return PB_EIO;
+    }
+    c->reading = 1;
+    schedule_flush(c); /* the server's dialect offer */
+    arm_timer(c);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- client */
+
+void pb_client_opts_default(pb_client_opts *o) {
+    memset(o, 0, sizeof *o);
+    pb_broker_config_default(&o->broker);
+    o->connect_timeout_ms = PB_DEFAULT_CONNECT_MS;
+}
+
+void pb__format_addr(const struct sockaddr *sa, char *out, size_t n) {
+    char ip[64] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        uv_ip4_name(in, ip, sizeof ip);
+        port = ntohs(in->sin_port);
+        snprintf(out, n, "%s:%d", ip, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        uv_ip6_name(in6, ip, sizeof ip);
+        port = ntohs(in6->sin6_port);
+        snprintf(out, n, "[%s]:%d", ip, port);
+    } else {
+        snprintf(out, n, "?");
+    }
+}
+
+static int numeric_addr(const char *host, int port, struct sockaddr_storage *ss) {
+    memset(ss, 0, sizeof *ss);
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 1;
+    memset(ss, 0, sizeof *ss);
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0) return 1;
+    return 0;
+}
+
+/* First IPv4 address, else the first IPv6 one (Twisted's connectTCP and
+ * listenTCP speak IPv4 for "localhost"). */
+static const struct addrinfo *pick_addr(const struct addrinfo *res) {
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) return a;
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET6) return a;
+    return NULL;
+}
+
+static void set_port(struct sockaddr_storage *ss, int port) {
+    if (ss->ss_family == AF_INET) ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    else if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+}
+
+int pb__resolve(uv_loop_t *loop, const char *host, int port, struct sockaddr_storage *ss,
+                pb_errbuf *err) {
+    if (!host || !*host) host = "0.0.0.0";
+    if (numeric_addr(host, port, ss)) return 0;
+    uv_getaddrinfo_t req;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = uv_getaddrinfo(loop, &req, NULL, host, NULL, &hints);
+    if (rc < 0)
+        return pb_err_set(err, PB_EIO, "cannot resolve %s: %s", host, uv_strerror(rc));
+    const struct addrinfo *a = pick_addr(req.addrinfo);
+    if (!a) {
+        uv_freeaddrinfo(req.addrinfo);
+        return pb_err_set(err, PB_EIO, "cannot resolve %s: no address", host);
+    }
+    memset(ss, 0, sizeof *ss);
+    memcpy(ss, a->ai_addr, a->ai_addrlen);
+    set_port(ss, port);
+    uv_freeaddrinfo(req.addrinfo);
+    return 0;
+}
+
+static void on_connected(uv_connect_t *req, int status) {
+    pb_conn *c = req->data;
+    if (c->closing) return; /* the close path reports */
+    if (status < 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "cannot connect to %s: %s", c->peer, uv_strerror(status));
+        pb__conn_close(c, status == UV_ETIMEDOUT ? PB_ETIMEOUT : PB_EIO, msg, 0);
+        return;
+    }
+    pb__conn_start(c, 0, NULL, NULL);
+}
+
+static int start_tcp_connect(pb_conn *c, const struct sockaddr_storage *ss, pb_errbuf *err) {
+    pb__format_addr((const struct sockaddr *)ss, c->peer, sizeof c->peer);
+    c->state = CONN_CONNECTING;
+    int rc = uv_tcp_connect(&c->creq, &c->io.tcp, (const struct sockaddr *)ss, on_connected);
+    if (rc < 0)
+        return pb_err_set(err, PB_EIO, "cannot connect to %s: %s", c->peer, uv_strerror(rc));
+    return 0;
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+    pb_conn *c = req->data;
+    int port = c->port;
+    c->gai = NULL;
+    free(req);
+    if (c->closing) {
+        uv_freeaddrinfo(res);
+        conn_release(c);
+        return;
+    }
+    c->pending_handles--; /* cannot reach 0: both handles are still open */
+    const struct addrinfo *a = status == 0 ? pick_addr(res) : NULL;
+    if (!a) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "cannot resolve %s: %s", c->peer,
+                 status < 0 ? uv_strerror(status) : "no address");
+        uv_freeaddrinfo(res);
+        pb__conn_close(c, PB_EIO, msg, 0);
+        return;
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, a->ai_addr, a->ai_addrlen);
+    set_port(&ss, port);
+    uv_freeaddrinfo(res);
+    pb_errbuf e;
+    if (start_tcp_connect(c, &ss, &e) < 0) pb__conn_close(c, e.code, e.msg, 0);
+}
+
+int pb__connect(uv_loop_t *loop, const char *host, int port, const char *unix_path,
+                const pb_client_opts *opts, pb_connect_fn on_connect, pb_lost_fn on_lost,
+                void *ud, pb_conn **out, pb_errbuf *err) {
+    if (!loop || !on_connect || (!unix_path && (!host || port <= 0 || port > 65535)))
+        return pb_err_set(err, PB_EINVAL, "connect: bad arguments");
+    pb_client_opts defs;
+    if (!opts) {
+        pb_client_opts_default(&defs);
+        opts = &defs;
+    }
+    pb_conn *c = pb__conn_alloc(loop, unix_path == NULL, err);
+    if (!c) return err ? err->code : PB_ENOMEM;
+    c->cfg = opts->broker;
+    c->on_connect = on_connect;
+    c->on_lost = on_lost;
+    c->ud = ud;
+    c->keepalive_s = opts->tcp_keepalive_s;
+    c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms
+                                                     : PB_DEFAULT_CONNECT_MS;
+    if (unix_path) {
+        snprintf(c->peer, sizeof c->peer, "unix:%s", unix_path);
+        c->state = CONN_CONNECTING;
+        uv_pipe_connect(&c->creq, &c->io.pipe, unix_path, on_connected);
+    } else {
+        struct sockaddr_storage ss;
+        if (numeric_addr(host, port, &ss)) {
+            int rc = start_tcp_connect(c, &ss, err);
+            if (rc < 0) {
+                pb__conn_discard(c);
+                return rc;
+            }
+        } else {
+            snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+            c->gai = malloc(sizeof *c->gai);
+            if (!c->gai) {
+                pb__conn_discard(c);
+                return pb_err_set(err, PB_ENOMEM, "out of memory");
+            }
+            c->gai->data = c;
+            struct addrinfo hints;
+            memset(&hints, 0, sizeof hints);
+            hints.ai_family = AF_UNSPEC;
+            hints.ai_socktype = SOCK_STREAM;
+            int rc = uv_getaddrinfo(loop, c->gai, on_resolved, host, NULL, &hints);
+            if (rc < 0) {
+                free(c->gai);
+                c->gai = NULL;
+                pb__conn_discard(c);
+                return pb_err_set(err, PB_EIO, "cannot resolve %s: %s", host, uv_strerror(rc));
+            }
+            c->port = port;
+            c->state = CONN_RESOLVING;
+            c->pending_handles++;
+        }
+    }
+    uv_timer_start(&c->timer, on_timer, c->connect_timeout_ms, 0);
+    if (out) *out = c;
+    return 0;
+}
+
+int pb_connect_tcp(uv_loop_t *loop, const char *host, int port, const pb_client_opts *opts,
+                   pb_connect_fn on_connect, pb_lost_fn on_lost, void *ud, pb_errbuf *err) {
+    return pb__connect(loop, host, port, NULL, opts, on_connect, on_lost, ud, NULL, err);
+}
+
+int pb_connect_unix(uv_loop_t *loop, const char *path, const pb_client_opts *opts,
+                    pb_connect_fn on_connect, pb_lost_fn on_lost, void *ud, pb_errbuf *err) {
+    if (!path || !*path) return pb_err_set(err, PB_EINVAL, "connect: empty path");
+    return pb__connect(loop, NULL, 0, path, opts, on_connect, on_lost, ud, NULL, err);
+}
+
+pb_broker *pb_conn_broker(pb_conn *c) { return c ? c->broker : NULL; }
+
+pb_ref *pb_conn_root(pb_conn *c) {
+    return c && c->broker && c->state == CONN_UP ? pb_broker_root(c->broker) : NULL;
+}
+
+const char *pb_conn_peer(const pb_conn *c) { return c ? c->peer : ""; }
