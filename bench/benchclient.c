@@ -336,7 +336,7 @@ static void bench_echo(int calls) {
 
 int main(int argc, char **argv) {
     int logins = 2000, members = 1000, messages = 20, calls = 20000;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) goto usage;
         if (!strcmp(a, "--port")) port = atoi(v);
@@ -347,7 +347,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--calls")) calls = atoi(v);
         else if (!strcmp(a, "--label")) label = v;
         else goto usage;
-        i++;
     }
     loop = uv_default_loop();
     if (calls > 0) bench_echo(calls);

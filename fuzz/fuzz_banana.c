@@ -1,10 +1,11 @@
 /* fuzz_banana - arbitrary bytes into the streaming Banana decoder, fed in
- * chunks whose sizes come from the input itself, in both dialects. */
+ * chunks whose sizes come from the input itself, in both dialects.
+ * (fz_banana_one is also run by tests/test_fuzz_regressions.c.) */
 #include <stdint.h>
 #include <stddef.h>
 #include "pb/banana.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+int fz_banana_one(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     pb_dialect d = (data[0] & 1) ? PB_DIALECT_PB : PB_DIALECT_NONE;
     size_t chunk = (size_t)(data[0] >> 1) + 1;
@@ -39,3 +40,9 @@ done:
     pb_banana_dec_free(dec);
     return 0;
 }
+
+#ifndef FZ_NO_MAIN
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    return fz_banana_one(data, size);
+}
+#endif

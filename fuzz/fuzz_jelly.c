@@ -1,10 +1,11 @@
 /* fuzz_jelly - arbitrary bytes decoded as Banana, then unjellied with a
- * registry that allows one class, then jellied again. */
+ * registry that allows one class, then jellied again.
+ * (fz_jelly_one is also run by tests/test_fuzz_regressions.c.) */
 #include <stdint.h>
 #include <stddef.h>
 #include "pb/jelly.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+int fz_jelly_one(const uint8_t *data, size_t size) {
     pb_banana_dec *dec = pb_banana_dec_new(PB_DIALECT_PB, NULL);
     pb_jelly_registry *reg = pb_jelly_registry_new();
     if (!dec || !reg) goto done;
@@ -35,3 +36,9 @@ done:
     pb_banana_dec_free(dec);
     return 0;
 }
+
+#ifndef FZ_NO_MAIN
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    return fz_jelly_one(data, size);
+}
+#endif
