@@ -34,7 +34,14 @@ static inline int ls_serve(pb_object *root, const ex_args *a, const pb_server_op
     uv_loop_t *loop = uv_default_loop();
     pb_server *server;
     pb_errbuf err;
-    if (pb_listen_tcp(loop, a->host, a->port, opts, ls_root_of, root, &server, &err)) {
+    pb_server_opts o;
+    if (opts)
+        o = *opts;
+    else
+        pb_server_opts_default(&o);
+    if (!o.tls)
+        o.tls = ex_tls_opts(a, 1); /* --tls --cert --key --ca */
+    if (pb_listen_tcp(loop, a->host, a->port, &o, ls_root_of, root, &server, &err)) {
         fprintf(stderr, "cannot listen on %s:%d: %s\n", a->host, a->port, err.msg);
         return 1;
     }

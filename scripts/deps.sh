@@ -4,7 +4,8 @@
 # fails.  Usage: scripts/deps.sh [--fuzz]
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libuv1-dev libssl-dev libsqlite3-dev
-      python3-twisted twisted-doc valgrind doxygen)
+      python3-twisted python3-openssl python3-service-identity twisted-doc valgrind doxygen
+      libarchive-dev buildbot buildbot-worker)
 if [ "${1:-}" = "--fuzz" ] || [ "${PB_WITH_FUZZ:-0}" = 1 ]; then pkgs+=(libclang-rt-14-dev); fi
 missing=()
 for p in "${pkgs[@]}"; do

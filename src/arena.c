@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "pb/value.h"
+#include "arena_int.h"
 
 #define ARENA_BLOCK 4096u      /* first block */
 #define ARENA_BLOCK_MAX 65536u /* later blocks double up to this */
@@ -77,12 +78,18 @@ void pb_arena_free(pb_arena *a) {
     free(a);
 }
 
-void pb_arena_reset(pb_arena *a) {
+void pb__arena_recycle(pb_arena *a, size_t keep) {
     run_hooks(a);
+    if (a->spare_bytes > keep) {
+        /* blocks kept by earlier resets beyond keep go first */
+        free_chain(a->spare);
+        a->spare = NULL;
+        a->spare_bytes = 0;
+    }
     block *b = a->head;
     while (b) {
         block *n = b->next;
-        if (b->std && a->spare_bytes + b->size <= ARENA_KEEP) {
+        if (b->std && a->spare_bytes + b->size <= keep) {
             b->next = a->spare;
             a->spare = b;
             a->spare_bytes += b->size;
@@ -97,6 +104,13 @@ void pb_arena_reset(pb_arena *a) {
     a->total = 0;
     a->budget = a->limit ? a->limit : SIZE_MAX;
     a->over_limit = 0;
+}
+
+void pb_arena_reset(pb_arena *a) { pb__arena_recycle(a, ARENA_KEEP); }
+
+void pb__arena_set_limit(pb_arena *a, size_t limit) {
+    a->limit = limit;
+    a->budget = !limit ? SIZE_MAX : limit > a->total ? limit - a->total : 0;
 }
 
 /* A standard block with room for n: a kept one if any fits, else a new one. */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "pb/banana.h"
+#include "arena_int.h"
 
 enum { T_LIST = 0x80, T_INT, T_STRING, T_NEG, T_FLOAT, T_LONGINT, T_LONGNEG, T_VOCAB };
 
@@ -120,16 +121,23 @@ const char *pb_banana_dec_errmsg(const pb_banana_dec *d) { return d->errmsg; }
 uint64_t pb_banana_dec_offset(const pb_banana_dec *d) { return d->offset; }
 pb_arena *pb_banana_dec_arena(pb_banana_dec *d) { return d->arena; }
 
-pb_arena *pb_banana_dec_take_arena(pb_banana_dec *d) {
+pb_arena *pb__banana_dec_swap_arena(pb_banana_dec *d, pb_arena *fresh) {
     /* only at an expression boundary: a half-built list lives in the arena */
-    if (d->depth || d->state == ST_STRING) return NULL;
-    pb_arena *fresh = pb_arena_new(d->lim.max_bytes);
-    if (!fresh) return NULL;
+    if (!fresh || d->depth || d->state == ST_STRING) return NULL;
+    pb__arena_set_limit(fresh, d->lim.max_bytes);
     pb_arena *old = d->arena;
     d->arena = fresh;
     d->slab_left = 0;
     d->delivered = 0;
     d->result = NULL;
+    return old;
+}
+
+pb_arena *pb_banana_dec_take_arena(pb_banana_dec *d) {
+    if (d->depth || d->state == ST_STRING) return NULL;
+    pb_arena *fresh = pb_arena_new(d->lim.max_bytes);
+    pb_arena *old = pb__banana_dec_swap_arena(d, fresh);
+    if (!old) pb_arena_free(fresh);
     return old;
 }
 

@@ -22,8 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "arena_int.h"
 #include "broker_int.h"
 #include "broker_map.h"
+#include "cache_int.h"
 
 enum { ST_HANDSHAKE, ST_CONNECTED, ST_FATAL, ST_LOST };
 enum { EX_ROOT, EX_OBJECT, EX_VIEWPOINT, EX_WRAPPER };
@@ -76,6 +78,7 @@ typedef struct pending {
     uint64_t deadline;
     int ping;
     pb_broker *b;
+    struct pending *nextfree; /* in the broker's free list */
 } pending;
 
 typedef struct hent {
@@ -96,6 +99,7 @@ struct pb_call {
     int answer_required, answered, deferred, counted;
     const char *method;
     pb_object *persp; /* the avatar the call runs under (reference held) */
+    struct pb_call *nextfree; /* in the broker's free list */
 };
 
 /* What a jelly hook needs while encoding / decoding one value. */
@@ -109,7 +113,8 @@ typedef struct enc_ctx {
     pb_object *persp;
     journal_ent *j;
     size_t nj, capj;
-    int thirdparty, limit;
+    int thirdparty, limit; /* limit 2: the cache count limit */
+    void *cj;              /* cache registrations of this message (cache.c) */
 } enc_ctx;
 
 typedef struct dec_ctx {
@@ -147,7 +152,18 @@ struct pb_broker {
     int busy, free_pending;
     void *userdata;
     pb_broker_stats st;
+    pb__caches *caches; /* Cacheable / RemoteCache tables (cache.c) */
+    int send_cache;     /* send_message writes cachemessage */
+    /* recycling, so the steady state of a call allocates nothing */
+    pb__dpool *dpool;       /* unused deferreds and empty arenas */
+    pending *pending_free;  /* unused pending records */
+    size_t npending_free;
+    pb_call *call_free;     /* unused call records */
+    size_t ncall_free;
 };
+
+#define PENDING_FREE_MAX 64
+#define CALL_FREE_MAX 16
 
 static void wrapper_destroy(pb_object *o);
 static const pb_class wrapper_class = {"AsReferenceable", PB_AVATAR, NULL, wrapper_destroy};
@@ -199,6 +215,39 @@ static void fatal(pb_broker *b, int code, const char *fmt, ...) {
 }
 
 static int connected(const pb_broker *b) { return b->state == ST_CONNECTED; }
+
+/* The current time: the application's clock if it gave one, else the last tick. */
+static uint64_t now_of(const pb_broker *b) { return b->cb.now_ms ? b->cb.now_ms(b->cb.ud) : b->now; }
+
+/* Records of calls come from small per-broker free lists. */
+static pending *pending_new(pb_broker *b) {
+    pending *p = b->pending_free;
+    if (!p) return calloc(1, sizeof *p);
+    b->pending_free = p->nextfree;
+    b->npending_free--;
+    memset(p, 0, sizeof *p);
+    return p;
+}
+
+static void pending_free(pb_broker *b, pending *p) {
+    if (!p) return;
+    if (b->npending_free < PENDING_FREE_MAX) {
+        p->nextfree = b->pending_free;
+        b->pending_free = p;
+        b->npending_free++;
+    } else {
+        free(p);
+    }
+}
+
+/* The arena holding the expression just decoded, for the caller to keep;
+ * the decoder goes on with an empty one from the pool.  NULL on ENOMEM. */
+static pb_arena *take_msg_arena(pb_broker *b) {
+    pb_arena *fresh = pb__pool_arena_get(b->dpool);
+    pb_arena *a = pb__banana_dec_swap_arena(b->dec, fresh);
+    if (!a) pb__pool_arena_park(b->dpool, fresh);
+    return a;
+}
 
 /* Output: every message is written whole or not at all. */
 static void out_done(pb_broker *b, size_t before) {
@@ -306,9 +355,11 @@ static void journal_rollback(enc_ctx *c) {
         if (je.created) export_remove(c->b, je.e);
         else je.e->refs--;
     }
+    if (c->cj) pb__cache_journal_end(c->b, &c->cj, 1);
 }
 
 static void journal_free(enc_ctx *c) {
+    if (c->cj) pb__cache_journal_end(c->b, &c->cj, 0);
     free(c->j);
     c->j = NULL;
     c->nj = c->capj = 0;
@@ -379,6 +430,14 @@ static int hook_encode(void *ud, pb_buf *out, pb_dialect d, const pb_value *v, p
     }
     if (v->type != PB_OBJECT || !v->u.h)
         return pb_err_set(err, PB_EUNSENDABLE, "not a reference");
+    const pb_class *ocls = ((pb_object *)v->u.h)->cls;
+    if (ocls && (ocls->flavor == PB_CACHEABLE || ocls->flavor == PB_REMOTE_CACHE)) {
+        pb_jelly_hooks ch = {c, hook_encode, NULL};
+        int lim = 0;
+        rc = pb__cache_encode(c->b, c->persp, out, d, (pb_object *)v->u.h, &ch, &c->cj, &lim, err);
+        if (lim) c->limit = 2;
+        return rc;
+    }
     export *e = NULL;
     if ((rc = export_register(c, (pb_object *)v->u.h, &e, err))) return rc;
     if ((rc = pb_banana_put_list(out, 2)) || (rc = pb_banana_put_bytes(out, d, "remote", 6)) ||
@@ -514,7 +573,7 @@ static int hook_decode(void *ud, pb_arena *a, const char *tag, const pb_value *s
         *out = o ? pb_object_value(a, o) : pb_none(a); /* unknown: None, as Twisted */
         return *out ? PB_OK : pb_err_set(err, PB_ENOMEM, "out of memory");
     }
-    return pb_err_set(err, PB_EINSECURE, "Cacheable references (%s) are not supported", tag);
+    return pb__cache_decode(b, a, tag, sexp, out, err); /* cached, lcache */
 }
 
 static void opts_for(pb_broker *b, pb_jelly_opts *o, pb_jelly_hooks *h) {
@@ -532,7 +591,12 @@ static int unjelly(pb_broker *b, pb_arena *a, const pb_value *x, pb_object *pers
     pb_jelly_opts o;
     opts_for(b, &o, &h);
     o.share_bytes = 1;
-    return pb_unjelly(a, x, &o, out, err);
+    pb__cache_dctx cc = {b, persp}; /* for (TAG LUID STATE) caches */
+    const pb__cache_dctx *prev = pb__cache_cur;
+    pb__cache_cur = &cc;
+    int rc = pb_unjelly(a, x, &o, out, err);
+    pb__cache_cur = prev;
+    return rc;
 }
 
 /* Append the jelly of v (or the empty tuple/dict form `empty`). */
@@ -592,7 +656,7 @@ static void tombstone(pb_broker *b, pending *p) {
         size_t cap = b->tomb_cap ? b->tomb_cap * 2 : 16;
         uint64_t *t = malloc(cap * sizeof *t);
         if (!t) {
-            free(kmap_del(&b->pending, p->req, 0));
+            pending_free(b, kmap_del(&b->pending, p->req, 0));
             return;
         }
         for (size_t i = 0; i < b->tomb_len; i++) t[i] = b->tomb[(b->tomb_head + i) % b->tomb_cap];
@@ -607,7 +671,7 @@ static void tombstone(pb_broker *b, pending *p) {
         b->tomb_head = (b->tomb_head + 1) % b->tomb_cap;
         b->tomb_len--;
         pending *q = kmap_get(&b->pending, old, 0);
-        if (q && !q->d && !q->ping) free(kmap_del(&b->pending, old, 0));
+        if (q && !q->d && !q->ping) pending_free(b, kmap_del(&b->pending, old, 0));
     }
 }
 
@@ -672,10 +736,10 @@ static int send_message(pb_broker *b, uint64_t luid, const char *objname, const 
     pending *p = NULL;
     pb_deferred *d = NULL;
     if (answer) {
-        p = calloc(1, sizeof *p);
-        if (!ping) d = pb_deferred_new();
+        p = pending_new(b);
+        if (!ping) d = pb__deferred_new_pooled(b->dpool);
         if (!p || (!ping && !d)) {
-            free(p);
+            pending_free(b, p);
             pb_deferred_unref(d);
             pb_arena_free(tmp);
             return pb_err_set(err, PB_ENOMEM, "out of memory");
@@ -683,8 +747,8 @@ static int send_message(pb_broker *b, uint64_t luid, const char *objname, const 
     }
     uint64_t req = b->next_req + 1;
     size_t before = b->out.len;
-    enc_ctx c = {b, persp, NULL, 0, 0, 0, 0};
-    if ((rc = pb_banana_put_list(&b->out, 7)) || (rc = put_word(b, "message")) ||
+    enc_ctx c = {b, persp, NULL, 0, 0, 0, 0, NULL};
+    if ((rc = pb_banana_put_list(&b->out, 7)) || (rc = put_word(b, b->send_cache ? "cachemessage" : "message")) ||
         (rc = pb_banana_put_int(&b->out, (int64_t)req)) ||
         (rc = objname ? put_word(b, objname) : pb_banana_put_int(&b->out, (int64_t)luid)) ||
         (rc = put_word(b, method)) || (rc = pb_banana_put_int(&b->out, answer ? 1 : 0)) ||
@@ -695,7 +759,7 @@ static int send_message(pb_broker *b, uint64_t luid, const char *objname, const 
         p->d = d;
         p->b = b;
         p->ping = ping;
-        p->deadline = timeout_ms ? b->now + timeout_ms : 0;
+        p->deadline = timeout_ms ? now_of(b) + timeout_ms : 0;
         if (kmap_put(&b->pending, req, 0, p)) {
             rc = PB_ENOMEM;
             goto fail;
@@ -717,7 +781,7 @@ fail:
     journal_rollback(&c);
     journal_free(&c);
     pb_arena_free(tmp);
-    free(p);
+    pending_free(b, p);
     pb_deferred_unref(d);
     if (c.thirdparty) rc = PB_ETHIRDPARTY;
     if (c.limit) {
@@ -797,8 +861,20 @@ static void call_unref(pb_call *c) {
     pb_object *persp = c->persp;
     pb_arena *a = c->arena;
     pb_live *lv = c->lv;
-    free(c);
-    pb_arena_free(a); /* may drop references: decrefs go out now */
+    pb_broker *b = lv->b;
+    if (b && b->ncall_free < CALL_FREE_MAX) {
+        c->nextfree = b->call_free;
+        b->call_free = c;
+        b->ncall_free++;
+    } else {
+        free(c);
+    }
+    if (a) {
+        /* may drop references (decrefs go out now) and run application
+         * code, which may even free the broker */
+        pb__arena_recycle(a, PB__POOL_ARENA_KEEP);
+        pb__pool_arena_park(lv->b ? lv->b->dpool : NULL, a);
+    }
     pb_object_unref(persp);
     live_unref(lv);
 }
@@ -831,7 +907,7 @@ static void answer_end(pb_call *c) {
 
 static int send_error_value(pb_broker *b, int64_t req, const pb_value *fv) {
     size_t before = b->out.len;
-    enc_ctx ec = {b, NULL, NULL, 0, 0, 0, 0};
+    enc_ctx ec = {b, NULL, NULL, 0, 0, 0, 0, NULL};
     int rc;
     if ((rc = pb_banana_put_list(&b->out, 3)) || (rc = put_word(b, "error")) ||
         (rc = pb_banana_put_int(&b->out, req)) || (rc = jelly(&ec, fv, NULL, NULL))) {
@@ -892,9 +968,26 @@ int pb_call_fail(pb_call *call, const char *type, const char *message) {
     if (f) {
         rc = pb_call_fail_failure(call, f);
     } else {
-        static const pb_failure oom = {"builtins.MemoryError", "out of memory", NULL, NULL, 0, NULL, PB_ENOMEM};
+        static const pb_failure oom = {"builtins.MemoryError", "out of memory", NULL, NULL, 0, NULL, PB_ENOMEM, 0};
         rc = pb_call_fail_failure(call, &oom);
     }
+    pb_arena_free(a);
+    return rc;
+}
+
+int pb_call_fail_pickled(pb_call *call, const char *type, const char *message) {
+    if (!call) return PB_EINVAL;
+    if (call->answered) return PB_ESTATE;
+    pb_arena *a = pb_arena_new(0);
+    pb_failure *f = a ? pb_failure_new(a, 0, type ? type : PB_FAILURE_PB_ERROR,
+                                       message ? message : "", NULL, 0)
+                      : NULL;
+    if (!f) {
+        pb_arena_free(a);
+        return pb_call_fail(call, type, message);
+    }
+    f->pickled = 1;
+    int rc = pb_call_fail_failure(call, f);
     pb_arena_free(a);
     return rc;
 }
@@ -913,7 +1006,7 @@ int pb_call_return(pb_call *call, const pb_value *v) {
         return rc;
     }
     size_t before = b->out.len;
-    enc_ctx ec = {b, call->persp, NULL, 0, 0, 0, 0};
+    enc_ctx ec = {b, call->persp, NULL, 0, 0, 0, 0, NULL};
     pb_errbuf err = {0, ""};
     pb_value none = {.type = PB_NONE};
     int rc;
@@ -926,9 +1019,10 @@ int pb_call_return(pb_call *call, const pb_value *v) {
         if (ec.thirdparty) rc = PB_ETHIRDPARTY;
         if (ec.limit) {
             rc = PB_ELIMIT;
-            send_error(b, call->req, PB_FAILURE_PB_ERROR, "Maximum PB reference count exceeded.");
+            send_error(b, call->req, PB_FAILURE_PB_ERROR, ec.limit == 2 ? "Maximum PB cache count exceeded."
+                                                                         : "Maximum PB reference count exceeded.");
             if (++b->refs_violations > 3)
-                fatal(b, PB_ELIMIT, "Maximum PB reference count exceeded.  Goodbye.");
+                fatal(b, PB_ELIMIT, "Maximum PB %s count exceeded.  Goodbye.", ec.limit == 2 ? "cache" : "reference");
         } else {
             logf_(b, "answer to %s could not be sent: %s", call->method, err.msg);
             send_error(b, call->req, PB_FAILURE_TYPE_ERROR, err.msg[0] ? err.msg : pb_strerror(rc));
@@ -1019,8 +1113,24 @@ static const char *unjelly_error_type(int rc) {
     case PB_EUTF8: return "builtins.UnicodeDecodeError";
     case PB_ENOMEM: case PB_ELIMIT: return "builtins.MemoryError";
     case PB_EDEPTH: return "builtins.RecursionError";
+    case PB_ENOTFOUND: return PB_FAILURE_KEY_ERROR; /* (cached N) / (lcache N) unknown */
     default: return PB_FAILURE_VALUE_ERROR;
     }
+}
+
+/* "Class.prefix_name" for error texts, truncated as snprintf would
+ * (snprintf costs more than the rest of an echo call's dispatch). */
+static void qual_name(char *out, size_t cap, const char *cname, const char *prefix,
+                      const char *name) {
+    const char *parts[4] = {cname, ".", prefix, name};
+    size_t at = 0;
+    for (int i = 0; i < 4; i++) {
+        size_t n = strlen(parts[i]);
+        if (n > cap - 1 - at) n = cap - 1 - at;
+        memcpy(out + at, parts[i], n);
+        at += n;
+    }
+    out[at] = 0;
 }
 
 /* (message REQ OBJ NAME ANSWER ARGS KW) whose target e was found. */
@@ -1044,17 +1154,22 @@ static void dispatch(pb_broker *b, export *e, int64_t req, const char *name, int
     } else if (fl == PB_AVATAR) {
         persp = self;
     }
-    const char *prefix = fl == PB_VIEWABLE ? "view_" : fl == PB_AVATAR ? "perspective_" : "remote_";
+    const char *prefix = fl == PB_VIEWABLE ? "view_" : fl == PB_AVATAR ? "perspective_"
+                         : fl == PB_REMOTE_CACHE ? "observe_" : "remote_";
     const char *cname = self->cls && self->cls->name ? self->cls->name : "object";
 
-    pb_arena *a = pb_banana_dec_take_arena(b->dec);
+    pb_arena *a = take_msg_arena(b);
     if (!a) {
         fatal(b, PB_ENOMEM, "out of memory taking a message arena");
         return;
     }
-    pb_call *c = calloc(1, sizeof *c);
-    if (!c) {
-        pb_arena_free(a);
+    pb_call *c = b->call_free;
+    if (c) {
+        b->call_free = c->nextfree;
+        b->ncall_free--;
+        memset(c, 0, sizeof *c);
+    } else if (!(c = calloc(1, sizeof *c))) {
+        pb__pool_arena_put(b->dpool, a);
         fatal(b, PB_ENOMEM, "out of memory for a call");
         return;
     }
@@ -1077,7 +1192,7 @@ static void dispatch(pb_broker *b, export *e, int64_t req, const char *name, int
         goto done;
     }
     char qual[256];
-    snprintf(qual, sizeof qual, "%s.%s%s", cname, prefix, name);
+    qual_name(qual, sizeof qual, cname, prefix, name);
     if (args->type != PB_TUPLE && args->type != PB_LIST) {
         char msg[320];
         snprintf(msg, sizeof msg, "%s() argument after * must be an iterable, not %s", qual,
@@ -1167,7 +1282,12 @@ static void cmd_message(pb_broker *b, const pb_value *x, int cache) {
     int answer = it[4]->type == PB_BOOL ? it[4]->u.b : it[4]->u.i != 0;
     const char *name = it[3]->u.s.ptr;
     if (cache) {
-        /* we never hold caches (Cacheable is not supported): every LUID is unknown */
+        pb_object *co = pb__cache_lookup(b, it[2]);
+        if (co) {
+            export ce = {0, EX_OBJECT, co, NULL, 1}; /* dispatches observe_NAME */
+            dispatch(b, &ce, req, name, answer, it[5], it[6]);
+            return;
+        }
         if (answer) {
             char buf[128];
             id_repr(it[2], buf, sizeof buf);
@@ -1198,9 +1318,9 @@ static void cmd_result(pb_broker *b, const pb_value *x, int is_error) {
     pb_deferred *d = p->d;
     if (p->ping) b->ping_outstanding = 0;
     if (d) b->npending--;
-    free(p);
+    pending_free(b, p);
     if (!d) return; /* a tombstone or a ping: the late answer is dropped */
-    pb_arena *a = pb_banana_dec_take_arena(b->dec);
+    pb_arena *a = take_msg_arena(b);
     pb_errbuf err = {0, ""};
     pb_value *v = NULL;
     const pb_value *payload = x->u.seq.items[2];
@@ -1222,7 +1342,7 @@ static void cmd_result(pb_broker *b, const pb_value *x, int is_error) {
          * with the reason first */
         pb_deferred_fail(d, rc, unjelly_error_type(rc), err.msg[0] ? err.msg : pb_strerror(rc));
         pb_deferred_unref(d);
-        pb_arena_free(a);
+        pb__pool_arena_put(b->dpool, a);
         fatal(b, rc, "undecodable %s for request %lld: %s", what, (long long)req,
               err.msg[0] ? err.msg : pb_strerror(rc));
         return;
@@ -1231,11 +1351,13 @@ static void cmd_result(pb_broker *b, const pb_value *x, int is_error) {
         pb_failure *f = pb_failure_from_value(a, v);
         if (f) pb_deferred_errback(d, f);
         else pb_deferred_fail(d, PB_ENOMEM, "builtins.MemoryError", "out of memory");
+    } else if (pb__deferred_callback_adopt(d, v, a) == PB_OK) {
+        a = NULL; /* the deferred keeps the message's arena: v is not copied */
     } else {
         pb_deferred_callback(d, v);
     }
     pb_deferred_unref(d);
-    pb_arena_free(a);
+    pb__pool_arena_put(b->dpool, a);
 }
 
 static void cmd_decref(pb_broker *b, const pb_value *x) {
@@ -1316,10 +1438,9 @@ static void handle_expr(pb_broker *b, const pb_value *x) {
         }
     } else if (pb_value_is(cmd, "cachemessage")) cmd_message(b, x, 1);
     else if (pb_value_is(cmd, "decache") || pb_value_is(cmd, "uncache")) {
-        /* we hold no caches and export none: the LUID is unknown (fatal, as Twisted) */
-        char buf[64] = "?";
-        if (x->u.seq.len == 2) id_repr(x->u.seq.items[1], buf, sizeof buf);
-        fatal(b, PB_EPROTO, "%s of unknown LUID %s", cmd->u.s.ptr, buf);
+        char msg[160];
+        int rc = pb__cache_command(b, x, msg, sizeof msg); /* unknown LUID: fatal, as Twisted */
+        if (rc) fatal(b, rc, "%s", msg);
     } else if (pb_value_is(cmd, "didNotUnderstand")) {
         logf_(b, "peer did not understand a command");
     } else {
@@ -1359,8 +1480,9 @@ pb_broker *pb_broker_new(const pb_broker_config *cfg, const pb_broker_callbacks 
     if (cb) b->cb = *cb;
     b->lv = calloc(1, sizeof *b->lv);
     b->dec = pb_banana_dec_new(PB_DIALECT_NONE, &b->cfg.limits);
+    b->dpool = pb__dpool_new();
     pb_buf_init(&b->out);
-    if (!b->lv || !b->dec) goto fail;
+    if (!b->lv || !b->dec || !b->dpool) goto fail;
     b->lv->refs = 1;
     b->lv->b = b;
     b->dialect = PB_DIALECT_NONE;
@@ -1380,6 +1502,7 @@ fail:
     pb_object_unref(b->root_obj);
     free(b->lv);
     pb_banana_dec_free(b->dec);
+    pb__dpool_close(b->dpool);
     pb_buf_free(&b->out);
     free(b);
     return NULL;
@@ -1408,7 +1531,7 @@ int pb_broker_feed(pb_broker *b, const uint8_t *data, size_t len) {
     if (b->state == ST_LOST) return PB_ECLOSED;
     enter(b);
     b->st.bytes_in += len;
-    b->last_rx = b->now;
+    b->last_rx = now_of(b);
     while (len && !b->free_pending && (b->state == ST_HANDSHAKE || b->state == ST_CONNECTED)) {
         size_t used = 0;
         pb_value *x = NULL;
@@ -1460,7 +1583,7 @@ void pb_broker_tick(pb_broker *b, uint64_t now_ms) {
         pending *p = kmap_get(&b->pending, h.req, 0);
         if (!p || p->deadline != h.deadline) continue; /* answered or tombstoned since */
         if (p->ping) {
-            free(kmap_del(&b->pending, h.req, 0));
+            pending_free(b, kmap_del(&b->pending, h.req, 0));
             b->ping_outstanding = 0;
             if (b->last_rx + b->cfg.idle_ping_ms <= now_ms)
                 fatal(b, PB_ETIMEOUT, "the peer did not answer an idle ping within %u ms",
@@ -1557,6 +1680,7 @@ static void lost_internal(pb_broker *b, const char *why) {
         b->nlost--;
         l.fn(l.ud);
     }
+    pb__cache_lost(b); /* stoppedObserving; forget received caches */
     /* 4. the export table */
     n = 0;
     export **es = malloc((b->exports.len + 1) * sizeof *es);
@@ -1586,9 +1710,28 @@ void pb_broker_connection_lost(pb_broker *b, const char *why) {
     leave(b);
 }
 
+/* The free lists and the pool (deferreds still out are freed when dropped). */
+static void free_recycled(pb_broker *b) {
+    while (b->call_free) {
+        pb_call *c = b->call_free;
+        b->call_free = c->nextfree;
+        free(c);
+    }
+    b->ncall_free = 0;
+    while (b->pending_free) {
+        pending *p = b->pending_free;
+        b->pending_free = p->nextfree;
+        free(p);
+    }
+    b->npending_free = 0;
+    pb__dpool_close(b->dpool);
+    b->dpool = NULL;
+}
+
 static void really_free(pb_broker *b) {
     b->busy = 1; /* callbacks below may call pb_broker_free again: ignored */
     lost_internal(b, "broker freed");
+    pb__cache_free(b);
     pb_ref *root = b->root_ref;
     b->root_ref = NULL;
     pb_ref_unref(root);
@@ -1604,6 +1747,7 @@ static void really_free(pb_broker *b) {
     pb_buf_free(&b->out);
     b->lv->b = NULL;
     live_unref(b->lv);
+    free_recycled(b);
     free(b);
 }
 
@@ -1680,4 +1824,31 @@ void pb_broker_get_stats(const pb_broker *b, pb_broker_stats *s) {
     s->exported = export_count(b);
     s->pending_calls = b->npending;
     s->inflight = b->inflight;
+}
+
+/* ---------------------------------------------------- hooks for cache.c */
+
+pb__caches **pb__broker_caches(pb_broker *b) { return &b->caches; }
+const pb_broker_config *pb__broker_cfg(const pb_broker *b) { return &b->cfg; }
+uint64_t pb__broker_new_luid(pb_broker *b) { return ++b->next_luid; }
+void pb__broker_log(pb_broker *b, const char *msg) { logf_(b, "%s", msg); }
+
+int pb__broker_send_luid(pb_broker *b, const char *cmd, uint64_t luid) {
+    if (!connected(b)) return PB_ECLOSED;
+    size_t before = b->out.len;
+    int rc;
+    if ((rc = pb_banana_put_list(&b->out, 2)) || (rc = put_word(b, cmd)) ||
+        (rc = pb_banana_put_int(&b->out, (int64_t)luid)))
+        b->out.len = before;
+    out_done(b, before);
+    return rc;
+}
+
+int pb__broker_send_cachemessage(pb_broker *b, uint64_t luid, const char *method,
+                                 const pb_value *args, const pb_value *kwargs, pb_object *persp,
+                                 pb_deferred **dout, pb_errbuf *err) {
+    b->send_cache = 1;
+    int rc = send_message(b, luid, NULL, method, args, kwargs, persp, 1, 0, 0, dout, err);
+    b->send_cache = 0;
+    return rc;
 }

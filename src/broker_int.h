@@ -16,6 +16,30 @@ const char *pb__failure_type_for_code(int code);
 int pb__deferred_add_full(pb_deferred *d, pb_deferred_fn callback, pb_deferred_fn errback,
                           void *ud, void (*free_ud)(void *));
 
+/* deferred.c: a per-broker pool of unused deferreds and of empty arenas
+ * (see pb__deferred_new_pooled).  close: the owner is done with it
+ * (parked deferreds and arenas are freed; live deferreds are freed when
+ * dropped). */
+typedef struct pb__dpool pb__dpool;
+pb__dpool *pb__dpool_new(void);
+void pb__dpool_close(pb__dpool *p);
+/* A new deferred (one reference), from p when it has one to reuse; when
+ * its last reference goes it returns to p (unless p is closed or full). */
+pb_deferred *pb__deferred_new_pooled(pb__dpool *p);
+/* Fire d with v, which lives in arena a: d takes a over (so v is not
+ * copied) and keeps it until it is dropped.  PB_OK (a is d's now) or
+ * PB_ESTATE / PB_EINVAL (a is still the caller's). */
+int pb__deferred_callback_adopt(pb_deferred *d, pb_value *v, pb_arena *a);
+/* Most bytes of blocks an arena parked in a pool keeps. */
+#define PB__POOL_ARENA_KEEP 65536u
+/* An empty arena (no limit) from p, or a new one; NULL on ENOMEM. */
+pb_arena *pb__pool_arena_get(pb__dpool *p);
+/* Reset a (running its hooks) and park it in p, or free it when p is
+ * NULL, closed or full.  p must stay valid while the hooks run. */
+void pb__pool_arena_put(pb__dpool *p, pb_arena *a);
+/* Park an arena that was already reset (nothing runs), or free it. */
+void pb__pool_arena_park(pb__dpool *p, pb_arena *a);
+
 /* args.c: check raw args/kwargs against a signature and fill out (v in
  * arena a).  qual names the method for messages ("Root.remote_echo").
  * bytes_keys_ok: accept byte-string keyword names (Twisted does for

@@ -11,7 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "pb/deferred.h"
+#include "arena_int.h"
 #include "broker_int.h"
+
+#define DPOOL_MAX 32               /* unused deferreds a pool keeps */
+#define DPOOL_ARENAS 8             /* unused arenas a pool keeps */
+#define DPOOL_ARENA_KEEP 16384u    /* arena bytes a parked deferred keeps */
+#define DPOOL_CBS_KEEP 8           /* callback slots a parked deferred keeps */
 
 typedef struct dcb {
     pb_deferred_fn cb, eb;
@@ -22,6 +28,8 @@ typedef struct dcb {
 struct pb_deferred {
     unsigned long refs;
     pb_arena *arena;
+    pb_arena *held;   /* an adopted arena the result lives in (see
+                         pb__deferred_callback_adopt), or NULL */
     int fired, running;
     pb_value *value;
     pb_failure *failure;
@@ -29,13 +37,95 @@ struct pb_deferred {
     size_t n, cap, next;
     void (*canceller)(pb_deferred *d, void *ud);
     void *cancel_ud;
+    pb__dpool *pool;          /* where it goes back to (reference held), or NULL */
+    struct pb_deferred *nextfree; /* while parked in the pool */
 };
+
+/* A per-broker pool of unused deferreds (each with its arena and callback
+ * array) and of empty arenas, so that a call in the steady state
+ * allocates nothing.  Every live pooled deferred holds a reference; so
+ * does the owner until it closes the pool, after which everything is
+ * freed for real. */
+struct pb__dpool {
+    unsigned long refs;
+    int closed;
+    pb_deferred *free;
+    size_t nfree;
+    pb_arena *arenas[DPOOL_ARENAS];
+    size_t narenas;
+};
+
+pb__dpool *pb__dpool_new(void) {
+    pb__dpool *p = calloc(1, sizeof *p);
+    if (p) p->refs = 1;
+    return p;
+}
+
+static void really_free_deferred(pb_deferred *d) {
+    free(d->cbs);
+    pb_arena_free(d->arena);
+    pb_arena_free(d->held);
+    free(d);
+}
+
+static void dpool_unref(pb__dpool *p) {
+    if (p && --p->refs == 0) free(p);
+}
+
+void pb__dpool_close(pb__dpool *p) {
+    if (!p) return;
+    p->closed = 1;
+    while (p->free) {
+        pb_deferred *d = p->free;
+        p->free = d->nextfree;
+        really_free_deferred(d);
+    }
+    p->nfree = 0;
+    while (p->narenas) pb_arena_free(p->arenas[--p->narenas]);
+    dpool_unref(p);
+}
+
+pb_arena *pb__pool_arena_get(pb__dpool *p) {
+    if (p && p->narenas) return p->arenas[--p->narenas];
+    return pb_arena_new(0);
+}
+
+void pb__pool_arena_put(pb__dpool *p, pb_arena *a) {
+    if (!a) return;
+    pb__arena_recycle(a, PB__POOL_ARENA_KEEP); /* hooks: may run application code */
+    pb__pool_arena_park(p, a);
+}
+
+void pb__pool_arena_park(pb__dpool *p, pb_arena *a) {
+    if (!a) return;
+    if (p && !p->closed && p->narenas < DPOOL_ARENAS) {
+        pb__arena_set_limit(a, 0);
+        p->arenas[p->narenas++] = a;
+    } else {
+        pb_arena_free(a);
+    }
+}
+
+pb_deferred *pb__deferred_new_pooled(pb__dpool *p) {
+    if (!p || p->closed) return pb_deferred_new();
+    pb_deferred *d = p->free;
+    if (d) {
+        p->free = d->nextfree;
+        p->nfree--;
+        d->nextfree = NULL;
+    } else if (!(d = pb_deferred_new())) {
+        return NULL;
+    }
+    d->pool = p;
+    p->refs++;
+    return d;
+}
 
 /* Used when even building a failure is impossible (out of memory). */
 static const char *const oom_parents[] = {"builtins.MemoryError", "builtins.Exception",
                                           "builtins.BaseException", "builtins.object"};
 static const pb_failure oom_failure = {"builtins.MemoryError", "out of memory", NULL,
-                                       (const char **)oom_parents, 4, NULL, PB_ENOMEM};
+                                       (const char **)oom_parents, 4, NULL, PB_ENOMEM, 0};
 
 pb_deferred *pb_deferred_new(void) {
     pb_deferred *d = calloc(1, sizeof *d);
@@ -58,9 +148,40 @@ void pb_deferred_unref(pb_deferred *d) {
     if (!d || --d->refs) return;
     for (size_t i = d->next; i < d->n; i++)
         if (d->cbs[i].free_ud) d->cbs[i].free_ud(d->cbs[i].ud);
-    free(d->cbs);
-    pb_arena_free(d->arena);
-    free(d);
+    pb__dpool *p = d->pool;
+    if (!p) {
+        really_free_deferred(d);
+        return;
+    }
+    /* back to the pool: forget the result first (the arenas' hooks may
+     * run application code, which may even close the pool; our reference
+     * keeps p itself alive) */
+    pb__arena_recycle(d->arena, DPOOL_ARENA_KEEP);
+    pb_arena *held = d->held;
+    d->held = NULL;
+    if (held) pb__arena_recycle(held, PB__POOL_ARENA_KEEP);
+    pb__pool_arena_park(p, held);
+    if (!p->closed && p->nfree < DPOOL_MAX) {
+        if (d->cap > DPOOL_CBS_KEEP) {
+            free(d->cbs);
+            d->cbs = NULL;
+            d->cap = 0;
+        }
+        pb_arena *a = d->arena;
+        dcb *cbs = d->cbs;
+        size_t cap = d->cap;
+        memset(d, 0, sizeof *d);
+        d->refs = 1;
+        d->arena = a;
+        d->cbs = cbs;
+        d->cap = cap;
+        d->nextfree = p->free;
+        p->free = d;
+        p->nfree++;
+    } else {
+        really_free_deferred(d);
+    }
+    dpool_unref(p);
 }
 
 static void set_code_failure(pb_deferred *d, int code) {
@@ -122,6 +243,19 @@ int pb_deferred_callback(pb_deferred *d, const pb_value *v) {
     if (!d->value) d->failure = (pb_failure *)&oom_failure;
     run(d);
     return d->value ? PB_OK : PB_ENOMEM;
+}
+
+int pb__deferred_callback_adopt(pb_deferred *d, pb_value *v, pb_arena *a) {
+    if (!d || !v || !a) return PB_EINVAL;
+    if (d->fired || d->held) return PB_ESTATE;
+    /* v stays where it is: the deferred keeps its arena alive (and
+     * callbacks still build in d->arena, which stays put) */
+    d->held = a;
+    d->fired = 1;
+    d->canceller = NULL;
+    d->value = v;
+    run(d);
+    return PB_OK;
 }
 
 int pb_deferred_errback(pb_deferred *d, const pb_failure *f) {

@@ -115,6 +115,7 @@ pb_failure *pb_failure_copy(pb_arena *a, const pb_failure *f) {
     if (!a || !f) return NULL;
     pb_failure *n = pb_failure_new(a, f->code, f->type, f->value, f->parents, f->nparents);
     if (!n) return NULL;
+    n->pickled = f->pickled;
     if (f->traceback && !(n->traceback = dupz(a, f->traceback))) return NULL;
     if (f->raw && !(n->raw = pb_value_copy(a, f->raw))) return NULL;
     return n;
@@ -183,6 +184,9 @@ pb_failure *pb_failure_from_value(pb_arena *a, const pb_value *v) {
     }
     if (!f) return NULL;
     if (tb) f->traceback = tb;
+    if (state && state->type == PB_DICT && v->u.inst.cls_len == 33 &&
+        !memcmp(v->u.inst.cls, "twisted.spread.pb.CopyableFailure", 33) && pb_dict_get(state, "pickled"))
+        f->pickled = 1; /* a cleaned failure stays one when relayed */
     if (v && !(f->raw = pb_value_copy(a, v))) return NULL;
     return f;
 }
@@ -227,6 +231,7 @@ pb_value *pb_failure_to_value(pb_arena *a, const pb_failure *f, int unsafe_trace
         put(a, d, "captureVars", pb_bool(a, 0)) || put(a, d, "frames", pb_list(a, 0)) ||
         put(a, d, "stack", pb_list(a, 0)) || put(a, d, "tb", pb_none(a)) ||
         put(a, d, "parents", parents) ||
+        (f->pickled && put(a, d, "pickled", pb_int(a, 1))) ||
         put(a, d, "unsafeTracebacks", pb_bool(a, unsafe_tracebacks ? 1 : 0)) ||
         put(a, d, "traceback", ustr(a, tb)))
         return NULL;

@@ -31,7 +31,7 @@ static void side_init(side *s, int is_server, pb_object *root, const pb_broker_c
     if (cfg) c = *cfg;
     else pb_broker_config_default(&c);
     c.is_server = is_server;
-    pb_broker_callbacks cb = {s, NULL, on_close, on_connected, NULL};
+    pb_broker_callbacks cb = {s, NULL, on_close, on_connected, NULL, NULL};
     s->b = pb_broker_new(&c, &cb, root);
 }
 
@@ -674,6 +674,53 @@ TEST(timeout_fails_the_call_and_the_late_answer_is_discarded) {
     pair_free(&s, &c);
 }
 
+static uint64_t fake_clock;
+static uint64_t fake_now(void *ud) {
+    (void)ud;
+    return fake_clock;
+}
+
+TEST(a_call_after_an_idle_spell_times_out_from_the_clock_not_the_last_tick) {
+    init_objects();
+    side s, c;
+    pair_up(&s, &c, &the_root, NULL);
+    ndeferred = 0;
+    pb_broker_tick(c.b, 1000);
+    /* no clock: the deadline counts from the last tick (1000), however stale */
+    pb_call_opts opts = {100, 0};
+    got g;
+    pb_arena *a = pb_arena_new(0);
+    watch(pb_ref_call(pb_broker_root(c.b), "slow", tuple_of(a, 1, pb_int(a, 1)), NULL, &opts, NULL), &g);
+    CHECK_EQ_INT(pb_broker_next_deadline(c.b), 1100);
+    pump(&s, &c);
+    got_free(&g);
+    pair_free(&s, &c);
+    /* with now_ms: 10 s later, no tick in between, the deadline is now + 100 */
+    side_init(&s, 1, &the_root, NULL);
+    memset(&c, 0, sizeof c);
+    pb_broker_config cc;
+    pb_broker_config_default(&cc);
+    pb_broker_callbacks cb = {&c, NULL, on_close, on_connected, NULL, fake_now};
+    c.b = pb_broker_new(&cc, &cb, NULL);
+    pump(&s, &c);
+    fake_clock = 1000;
+    pb_broker_tick(c.b, 1000);
+    fake_clock = 11000;
+    watch(pb_ref_call(pb_broker_root(c.b), "slow", tuple_of(a, 1, pb_int(a, 2)), NULL, &opts, NULL), &g);
+    pump(&s, &c);
+    CHECK_EQ_INT(pb_broker_next_deadline(c.b), 11100);
+    pb_broker_tick(c.b, 11050);
+    CHECK(!g.fired);
+    pb_broker_tick(c.b, 11100);
+    CHECK(g.fired && g.failed == PB_ETIMEOUT);
+    got_free(&g);
+    while (ndeferred) pb_call_return_none(deferred_calls[--ndeferred]);
+    pump(&s, &c);
+    CHECK_EQ_INT(c.closed + s.closed, 0);
+    pb_arena_free(a);
+    pair_free(&s, &c);
+}
+
 TEST(cancel_fails_the_call_locally_and_the_late_answer_is_discarded) {
     init_objects();
     side s, c;
@@ -1163,6 +1210,7 @@ int main(void) {
     RUN(a_reference_from_another_connection_is_refused_before_anything_is_sent);
     RUN(deferred_answers_may_come_out_of_order);
     RUN(timeout_fails_the_call_and_the_late_answer_is_discarded);
+    RUN(a_call_after_an_idle_spell_times_out_from_the_clock_not_the_last_tick);
     RUN(cancel_fails_the_call_locally_and_the_late_answer_is_discarded);
     RUN(connection_lost_fails_pending_calls_and_runs_cleanups_once);
     RUN(a_deferred_call_may_answer_after_its_broker_was_freed);

@@ -754,6 +754,121 @@ TEST(connections_that_do_not_log_in_in_time_are_closed)
     CHECK_EQ_INT(uv_loop_close(&loop), 0);
 }
 
+/* ------------------------------------------- failures as Twisted sends them */
+
+static pb_value *decode_stream(pb_arena *a, const uint8_t *p, size_t n)
+{
+    pb_banana_limits lim;
+    pb_banana_limits_default(&lim);
+    pb_banana_dec *d = pb_banana_dec_new(PB_DIALECT_NONE, &lim);
+    pb_value *all = pb_list(a, 8);
+    int first = 1;
+    while (n) {
+        size_t used = 0;
+        pb_value *x = NULL;
+        int rc = pb_banana_dec_feed(d, p, n, &used, &x);
+        p += used;
+        n -= used;
+        if (rc <= 0)
+            break;
+        if (first)
+            pb_banana_dec_set_dialect(d, PB_DIALECT_PB); /* after the dialect offer */
+        else
+            pb_seq_append(a, all, pb_value_copy(a, x));
+        first = 0;
+    }
+    pb_banana_dec_free(d);
+    return all;
+}
+
+/* The (error ...) messages of a stream, with every failure's "count" (a
+ * process-global counter) zeroed. */
+static pb_value *errors_of(pb_arena *a, const uint8_t *p, size_t n)
+{
+    pb_value *all = decode_stream(a, p, n), *errs = pb_list(a, 4);
+    for (size_t i = 0; i < all->u.seq.len; i++) {
+        pb_value *m = all->u.seq.items[i];
+        if (m->type != PB_SEXP_LIST || m->u.seq.len != 3 || !pb_value_is(m->u.seq.items[0], "error"))
+            continue;
+        pb_value *f = m->u.seq.items[2]; /* ("...CopyableFailure" (dictionary (k v) ...)) */
+        if (f->type == PB_SEXP_LIST && f->u.seq.len == 2 && f->u.seq.items[1]->type == PB_SEXP_LIST) {
+            pb_value *dict = f->u.seq.items[1];
+            for (size_t k = 1; k < dict->u.seq.len; k++) {
+                pb_value *kv = dict->u.seq.items[k];
+                if (kv->type == PB_SEXP_LIST && kv->u.seq.len == 2 && kv->u.seq.items[0]->type == PB_SEXP_LIST &&
+                    kv->u.seq.items[0]->u.seq.len == 2 && pb_value_is(kv->u.seq.items[0]->u.seq.items[1], "count") &&
+                    kv->u.seq.items[1]->type == PB_INT)
+                    kv->u.seq.items[1]->u.i = 0;
+            }
+        }
+        pb_seq_append(a, errs, m);
+    }
+    return errs;
+}
+
+static uint8_t *transcript_bin(const char *name, const char *ext, size_t *n)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/protocol/transcripts/%s.%s.bin", test_shared_dir(), name, ext);
+    return (uint8_t *)test_read_file(path, n);
+}
+
+/* Feed a recorded Twisted client's bytes to our portal's server and compare
+ * every error it answers with what Twisted's pb5_server sent. */
+static void same_failures_as_twisted(const char *name, int nerrors)
+{
+    size_t cn = 0, sn = 0;
+    uint8_t *c2s = transcript_bin(name, "c2s", &cn), *s2c = transcript_bin(name, "s2c", &sn);
+    CHECK_MSG(c2s && s2c, "transcript %s not found (PB_SHARED_DIR?)", name);
+    if (!c2s || !s2c) {
+        free(c2s);
+        free(s2c);
+        return;
+    }
+    reset_realm();
+    pb_portal *portal = portal_new(0, NULL);
+    pb_broker_config sc;
+    pb_broker_config_default(&sc);
+    sc.is_server = 1;
+    pb_broker_callbacks cb = {0};
+    pb_broker *s = pb_broker_new(&sc, &cb, NULL);
+    pb_object *root = pb_portal_root(s, portal);
+    pb_broker_set_root(s, root);
+    pb_object_unref(root);
+    CHECK_EQ_INT(pb_broker_feed(s, c2s, cn), 0);
+    const uint8_t *p;
+    size_t n = pb_broker_output(s, &p);
+    pb_arena *a = pb_arena_new(0);
+    pb_value *ours = errors_of(a, p, n), *theirs = errors_of(a, s2c, sn);
+    CHECK_EQ_INT(theirs->u.seq.len, nerrors);
+    CHECK_EQ_INT(ours->u.seq.len, theirs->u.seq.len);
+    for (size_t i = 0; i < ours->u.seq.len && i < theirs->u.seq.len; i++) {
+        if (pb_value_equal(ours->u.seq.items[i], theirs->u.seq.items[i]))
+            continue;
+        pb_buf r1, r2;
+        pb_buf_init(&r1);
+        pb_buf_init(&r2);
+        pb_value_repr(ours->u.seq.items[i], &r1);
+        pb_value_repr(theirs->u.seq.items[i], &r2);
+        CHECK_MSG(0, "%s error %zu differs:\n   ours:   %.*s\n   theirs: %.*s", name, i, (int)r1.len,
+                  (char *)r1.data, (int)r2.len, (char *)r2.data);
+        pb_buf_free(&r1);
+        pb_buf_free(&r2);
+    }
+    pb_arena_free(a);
+    pb_broker_connection_lost(s, "test over");
+    pb_broker_free(s);
+    pb_portal_free(portal);
+    free(c2s);
+    free(s2c);
+}
+
+TEST(failed_logins_carry_pickled_as_twisted_22_4_sends_them)
+{
+    same_failures_as_twisted("d_failed_login", 2);
+    same_failures_as_twisted("m_anonymous_refused", 1);
+}
+
 int main(void)
 {
     RUN(response_matches_the_spec_vector);
@@ -776,5 +891,6 @@ int main(void)
     RUN(password_file_checker);
     RUN(sqlite_checker_with_many_users);
     RUN(connections_that_do_not_log_in_in_time_are_closed);
+    RUN(failed_logins_carry_pickled_as_twisted_22_4_sends_them);
     return TEST_SUMMARY();
 }

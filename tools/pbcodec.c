@@ -529,15 +529,16 @@ static int cmd_gen(uint64_t seed, unsigned long count, pb_dialect dialect, const
     return 0;
 }
 
-static void usage(void) {
-    fprintf(stderr,
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: pbcodec roundtrip [--lp] [--none] [--show describe|repr|json|none] "
             "[--allow CLS]...\n"
             "       pbcodec gen SEED COUNT [--none] [--show describe|repr|json|none]\n");
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) { usage(); return 2; }
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(stdout); return 0; }
     int lp = 0;
     pb_dialect dialect = PB_DIALECT_PB;
     enum show what = SHOW_DESCRIBE;
@@ -559,7 +560,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(argv[1], "gen") && argc >= 4) {
         rc = cmd_gen(strtoull(argv[2], NULL, 10), strtoul(argv[3], NULL, 10), dialect, &o, what);
     } else {
-        usage();
+        usage(stderr);
         rc = 2;
     }
     pb_jelly_registry_free(reg);

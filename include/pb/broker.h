@@ -93,7 +93,9 @@ pb_object *pb_arg_object(const pb_args *a, size_t i);
 typedef enum pb_flavor {
     PB_REFERENCEABLE = 0, /**< remote_ */
     PB_AVATAR = 1,        /**< perspective_ */
-    PB_VIEWABLE = 2       /**< view_ */
+    PB_VIEWABLE = 2,      /**< view_ */
+    PB_CACHEABLE = 3,     /**< a pb_cacheable: sent by cache, never called (see CACHES) */
+    PB_REMOTE_CACHE = 4   /**< a pb_remote_cache: observe_, called by the cache's owner */
 } pb_flavor;
 
 /** Handlers return 0 after answering (pb_call_return...), deferring
@@ -161,6 +163,11 @@ int pb_call_return_object(pb_call *call, pb_object *o);
 int pb_call_fail(pb_call *call, const char *type, const char *message);
 /** Answer with the failure f (copied). */
 int pb_call_fail_failure(pb_call *call, const pb_failure *f);
+/** As pb_call_fail(), for failures that Twisted would have carried through
+ * Deferred callbacks before sending (a portal's login failures): the
+ * CopyableFailure then carries the extra `pickled` key (pb_failure.pickled,
+ * SPEC §5.5), so the bytes match Twisted 22.4's. */
+int pb_call_fail_pickled(pb_call *call, const char *type, const char *message);
 /** Answer later: keeps the call alive (call now also holds the args) until
  * one pb_call_return/fail.  If the connection closes first (or the broker
  * is freed), the answer is dropped safely and returns PB_ECLOSED.  Once a
@@ -247,6 +254,11 @@ typedef struct pb_broker_callbacks {
     void (*connected)(pb_broker *b, void *ud);
     /** Diagnostics (one line, no newline); may be NULL. */
     void (*log)(pb_broker *b, const char *msg, void *ud);
+    /** The current time in milliseconds, on the same clock as
+     * pb_broker_tick(); may be NULL.  When set, call deadlines
+     * (pb_call_opts.timeout_ms) and the idle timer start from it rather
+     * than from the last tick, which may be stale after an idle spell. */
+    uint64_t (*now_ms)(void *ud);
 } pb_broker_callbacks;
 
 /** root: the object served under the name "root" (server side; may be
@@ -335,6 +347,153 @@ typedef struct pb_broker_stats {
  * the peer's calls not answered yet */
 /** Copy the broker's counters into s. */
 void pb_broker_get_stats(const pb_broker *b, pb_broker_stats *s);
+
+
+/* ---------------------------------------------------------------- caches */
+
+/*
+ * CACHES (Twisted's pb.Cacheable / pb.RemoteCache, SPEC §4.4).
+ *
+ * Owner side: a pb_cacheable is a pb_object (embed it FIRST in the
+ * application's struct) whose class is a pb_cacheable_class.  Sending it
+ * (pb_cacheable_value() in any argument or answer) registers it on that
+ * connection under a fresh LUID (shared with referenceables) and sends
+ * (TAG LUID STATE), STATE being what get_state returns; it is given a
+ * pb_cache_observer, the owner's handle on that one remote cache, through
+ * which updates go out as cachemessage (pb_cache_observer_call()).  Later
+ * sends on the same connection are (cached LUID).  When the peer has
+ * dropped every copy (decache), stopped_observing runs with the same
+ * observer and (uncache LUID) goes out; the same happens, minus the
+ * uncache, when the connection is lost.  At most max_refs caches per
+ * connection ("Maximum PB cache count exceeded.").
+ *
+ * Receiving side: register a pb_remote_cache_class for the sender's tag
+ * in the pb_jelly_registry given as pb_broker_config.registry
+ * (pb_remote_cache_register()).  The broker then creates one
+ * pb_remote_cache per LUID (the class's size bytes, zeroed), gives it the
+ * state (set_state) and delivers it as a PB_OBJECT value
+ * (pb_value_remote_cache(), pb_arg_cache()).  References to its pb_object
+ * are the copies Twisted counts: when the last one is dropped, one
+ * (decache LUID) per copy received goes out; the object stays known until
+ * the owner's uncache, and is freed once it is both uncached and
+ * unreferenced.  cachemessage calls dispatch to the class's methods as
+ * observe_NAME (self: the pb_remote_cache).  Sending a pb_remote_cache back
+ * to its owner is (lcache LUID); the owner sees its own pb_cacheable.
+ *
+ * Limitation: a cacheable's STATE is jellied on its own, so (reference N)
+ * ids inside it restart at 1; and the same cacheable twice in one message
+ * goes out as (TAG LUID STATE) then (cached LUID) rather than Twisted's
+ * (dereference N).  Both are read correctly by Twisted.
+ */
+
+/** A Cacheable's handle on one remote cache (Twisted's RemoteCacheObserver):
+ * one per (cacheable, connection) while the peer holds the cache.
+ * Reference counted; see pb_cache_observer_ref(). */
+typedef struct pb_cache_observer pb_cache_observer;
+/** A local object sent by cache; see struct pb_cacheable. */
+typedef struct pb_cacheable pb_cacheable;
+/** A received cache of a peer's Cacheable; see struct pb_remote_cache. */
+typedef struct pb_remote_cache pb_remote_cache;
+
+/** What a kind of Cacheable does when it is sent. */
+typedef struct pb_cacheable_class {
+    /** flavor must be PB_CACHEABLE; name is the type tag sent (Twisted:
+     * the Cacheable's module.Class, e.g. "cache_classes.MasterDuckPond");
+     * methods are unused; destroy runs when the last reference goes. */
+    pb_class base;
+    /** getStateToCacheAndObserveFor: the state to send, built in arena a
+     * (NULL: the send fails).  avatar: the perspective the message is
+     * serialised under (or NULL).  Keep the observer (pb_cache_observer_ref)
+     * to send updates, and drop it in stopped_observing (it holds a
+     * reference to the cacheable).  Runs in the middle of encoding a message: it must
+     * not send anything on this broker itself.  NULL: the state is None. */
+    pb_value *(*get_state)(pb_cacheable *self, pb_arena *a, void *avatar,
+                           pb_cache_observer *observer);
+    /** stoppedObserving: the peer dropped the cache (or the connection
+     * went); observer is the one get_state was given.  May be NULL. */
+    void (*stopped_observing)(pb_cacheable *self, void *avatar, pb_cache_observer *observer);
+} pb_cacheable_class;
+
+/** A local object sent by cache; embedded as the FIRST member of the
+ * application's struct.  Its references are pb_object references. */
+struct pb_cacheable {
+    pb_object obj; /**< first; its cls is &pb_cacheable_class.base */
+};
+
+/** Initialise an embedded cacheable with one reference, owned by the caller. */
+void pb_cacheable_init(pb_cacheable *c, const pb_cacheable_class *cls);
+/** A PB_OBJECT value for c in arena a (arena holds a reference): send it
+ * as an argument or answer to send the cache. */
+pb_value *pb_cacheable_value(pb_arena *a, pb_cacheable *c);
+/** The cacheable a value stands for (a PB_OBJECT of a pb_cacheable, e.g.
+ * received back as (lcache LUID)), or NULL. */
+pb_cacheable *pb_value_cacheable(const pb_value *v);
+
+/** Take one more reference to o; returns o. */
+pb_cache_observer *pb_cache_observer_ref(pb_cache_observer *o);
+/** Drop a reference to o. */
+void pb_cache_observer_unref(pb_cache_observer *o);
+/** True while the peer still holds the cache (calls can be sent). */
+int pb_cache_observer_active(const pb_cache_observer *o);
+/** The connection o's cache lives on, or NULL once it is gone. */
+pb_broker *pb_cache_observer_broker(const pb_cache_observer *o);
+/** The cacheable o observes for. */
+pb_cacheable *pb_cache_observer_cacheable(const pb_cache_observer *o);
+/** The perspective the cache was sent under (or NULL). */
+void *pb_cache_observer_avatar(const pb_cache_observer *o);
+/** observer.callRemote(method, *args, **kwargs): sends (cachemessage REQ
+ * LUID NAME 1 ARGS KW), dispatched to observe_NAME on the peer's cache.
+ * args/kwargs as pb_ref_call().  Returns a new deferred, or NULL with *err
+ * set: PB_ESTATE (the peer no longer holds the cache), PB_ECLOSED, or what
+ * pb_ref_call() reports. */
+pb_deferred *pb_cache_observer_call(pb_cache_observer *o, const char *method,
+                                    const pb_value *args, const pb_value *kwargs,
+                                    pb_errbuf *err);
+/** Convenience: arguments from a format, as pb_ref_callf(). */
+pb_deferred *pb_cache_observer_callf(pb_cache_observer *o, const char *method,
+                                     const char *fmt, ...);
+
+/** What a kind of received cache is (Twisted's RemoteCache subclass). */
+typedef struct pb_remote_cache_class {
+    /** flavor must be PB_REMOTE_CACHE; name is the class name used in
+     * error texts; methods are the observe_NAME handlers (without the
+     * prefix; self is the pb_remote_cache); destroy, if set, releases what
+     * the application struct holds (the broker frees the memory). */
+    pb_class base;
+    /** The sender's type tag this class stands for ("cache_classes.MasterDuckPond"). */
+    const char *tag;
+    /** Bytes the broker allocates (zeroed) per cache: the size of the
+     * application struct that starts with pb_remote_cache (0: just that). */
+    size_t size;
+    /** setCopyableState: called once with the state (borrowed: copy what
+     * is kept); a PB_E* code refuses the cache (the message carrying it
+     * fails).  NULL: a copy is kept, see pb_remote_cache_state(). */
+    int (*set_state)(pb_remote_cache *self, const pb_value *state);
+} pb_remote_cache_class;
+
+/** A cache of a peer's Cacheable; the FIRST member of the application's
+ * struct (allocated by the broker, see pb_remote_cache_class.size). */
+struct pb_remote_cache {
+    pb_object obj;                    /**< first; references are copies (see CACHES) */
+    const pb_remote_cache_class *cls; /**< its class */
+};
+
+/** Allow caches tagged cls->tag on every broker using registry r:
+ * 0, PB_EINVAL or PB_ENOMEM.  cls must outlive r. */
+int pb_remote_cache_register(pb_jelly_registry *r, const pb_remote_cache_class *cls);
+/** The cache a value stands for, or NULL (borrowed: pb_object_ref(&c->obj)
+ * to keep it). */
+pb_remote_cache *pb_value_remote_cache(const pb_value *v);
+/** The cache passed as parameter i, or NULL (borrowed). */
+pb_remote_cache *pb_arg_cache(const pb_args *a, size_t i);
+/** The state kept for a class without set_state (NULL otherwise); it
+ * lives as long as the cache. */
+pb_value *pb_remote_cache_state(const pb_remote_cache *c);
+/** The connection c arrived on, or NULL once the owner uncached it or the
+ * connection is gone. */
+pb_broker *pb_remote_cache_broker(const pb_remote_cache *c);
+/** The owner's LUID for c (0 once forgotten). */
+uint64_t pb_remote_cache_luid(const pb_remote_cache *c);
 
 #ifdef __cplusplus
 }

@@ -39,6 +39,8 @@ typedef struct pb_failure {
                                exception instance), or NULL when made locally */
     int code;               /**< PB_EREMOTE for peer failures; a local PB_E* otherwise
                                (PB_ECLOSED, PB_ETIMEOUT, PB_ECANCELLED, ...) */
+    int pickled;            /**< went through Deferred callbacks, as Twisted's cleaned
+                               failures: sent with the `pickled` key (SPEC §5.5) */
 } pb_failure;
 
 /** True if the failure is of type `type` or a subclass (looks at parents,
@@ -72,7 +74,7 @@ pb_failure *pb_failure_copy(pb_arena *a, const pb_failure *f);
 pb_failure *pb_failure_from_value(pb_arena *a, const pb_value *v);
 /** The CopyableFailure instance value Twisted 22.4 and newer accept, with
  * every key 22.4 sends (count, type, value, captureVars, frames, stack, tb,
- * parents, unsafeTracebacks, traceback).  traceback NULL: the fixed
+ * parents, then pickled if f->pickled, unsafeTracebacks, traceback).  traceback NULL: the fixed
  * "Traceback unavailable\n". */
 pb_value *pb_failure_to_value(pb_arena *a, const pb_failure *f, int unsafe_tracebacks);
 

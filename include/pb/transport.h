@@ -1,5 +1,5 @@
 /** @file
- * pb/transport.h - the libuv adapter: TCP (IPv4/IPv6) and UNIX sockets
+ * pb/transport.h - the libuv adapter: TCP (IPv4/IPv6, optionally TLS) and UNIX sockets
  * carrying pb_brokers, on the server and the client side.
  *
  * This layer moves bytes between sockets and brokers, runs the brokers'
@@ -28,12 +28,65 @@ typedef struct pb_server pb_server;
 /** One connection and the broker running on it (a handle). */
 typedef struct pb_conn pb_conn;
 
+/** TLS settings (OpenSSL, TLS 1.2 and later only); start from
+ * pb_tls_opts_default().  Used by pb_server_opts::tls and
+ * pb_client_opts::tls.  The strings are borrowed (see those fields).
+ *
+ * Server: cert_file + key_file are required; with verify_peer the server
+ * asks for a client certificate and verifies it against ca_file when one
+ * is sent; with require_client_cert a client without a valid certificate
+ * fails the handshake.  The verified subject is pb_conn_peer_subject(),
+ * known before the root function runs, so it can serve as a credential.
+ *
+ * Client: with verify_peer (the default) the server certificate must chain
+ * to ca_file (NULL: the system's CAs) and match server_name; cert_file +
+ * key_file present a client certificate.
+ *
+ * Handshake failures close the connection with OpenSSL's reason (e.g.
+ * "TLS handshake with 127.0.0.1:5 failed: certificate verify failed
+ * (unable to get local issuer certificate)"): PB_EAUTH when a certificate
+ * was refused, PB_EPROTO otherwise.  Closing sends TLS close_notify. */
+typedef struct pb_tls_opts {
+    const char *cert_file;   /**< PEM certificate (chain) presented to the peer; NULL: none */
+    const char *key_file;    /**< PEM private key of cert_file; NULL: read from cert_file */
+    const char *ca_file;     /**< PEM CA certificates that verify the peer; NULL: system CAs */
+    int verify_peer;         /**< verify the peer's certificate (default 1; see above) */
+    int require_client_cert; /**< server: refuse clients without a valid certificate */
+    /** Client: SNI and the name (or IP address) the server certificate must
+     * carry.  NULL: the host given to pb_connect_tcp; "": no name check
+     * (the chain is still verified). */
+    const char *server_name;
+    /** Server: TLS plus PB handshake deadline per connection, in ms;
+     * 0: 10 s.  (Clients use pb_client_opts::connect_timeout_ms.) */
+    unsigned handshake_timeout_ms;
+} pb_tls_opts;
+/** Fill o with the defaults (no files, verify_peer on). */
+void pb_tls_opts_default(pb_tls_opts *o);
+
 /** Server settings; start from pb_server_opts_default(). */
 typedef struct pb_server_opts {
     pb_broker_config broker;   /**< per-connection broker settings (is_server forced on) */
     int backlog;               /**< default 511 */
     size_t max_connections;    /**< 0: unlimited */
     int tcp_keepalive_s;       /**< 0: off */
+    /** TLS (borrowed, read only during the pb_listen_* call, which loads
+     * the files): NULL serves plain TCP.  See pb_tls_opts. */
+    const struct pb_tls_opts *tls;
+    /** Open connections allowed from one source address (IP, any port);
+     * 0: unlimited (the default).  Extra ones are accepted and closed at
+     * once; other addresses are not affected. */
+    size_t max_connections_per_addr;
+    /** Close a connection when no bytes went either way for this long, in
+     * ms; 0: never (the default).  The PB-level keepalive is the
+     * broker's idle_ping_ms. */
+    unsigned idle_timeout_ms;
+    /** Where the server reports limit hits (max_connections,
+     * max_connections_per_addr, idle_timeout_ms): one line, no newline.
+     * Rate-limited: the first hit of each kind is reported, later ones of
+     * that kind at most once per 10 s, with the count suppressed meanwhile.
+     * NULL: written to stderr as "pb: MSG". */
+    void (*log)(const char *msg, void *ud);
+    void *log_ud;              /**< passed to log */
 } pb_server_opts;
 /** Fill o with the defaults. */
 void pb_server_opts_default(pb_server_opts *o);
@@ -63,7 +116,15 @@ void pb_server_close(pb_server *s, void (*cb)(void *ud), void *ud);
 typedef struct pb_client_opts {
     pb_broker_config broker;     /**< broker settings */
     int tcp_keepalive_s;         /**< 0: off */
-    unsigned connect_timeout_ms; /**< 0: 10 s */
+    unsigned connect_timeout_ms; /**< 0: 10 s; with TLS it covers the TLS handshake too */
+    /** TLS (borrowed: must stay valid while connecting, and for a
+     * reconnector until it stops; files are loaded on every attempt):
+     * NULL: plain TCP.  Not for UNIX sockets. */
+    const struct pb_tls_opts *tls;
+    /** Local IP address to connect from ("127.0.0.2"; port 0), NULL: any. */
+    const char *bind_addr;
+    /** As pb_server_opts::idle_timeout_ms; 0: never (the default). */
+    unsigned idle_timeout_ms;
 } pb_client_opts;
 /** Fill o with the defaults. */
 void pb_client_opts_default(pb_client_opts *o);
@@ -98,6 +159,12 @@ void pb_conn_close(pb_conn *c);
 pb_conn *pb_conn_of(pb_broker *b);
 /** "127.0.0.1:5555" or "unix:/path" of the peer. */
 const char *pb_conn_peer(const pb_conn *c);
+/** The subject of the peer's verified TLS certificate in RFC 2253 form
+ * ("CN=alice,O=Example"), or NULL (plain TCP, handshake not done, or no
+ * certificate).  Borrowed: valid while c is. */
+const char *pb_conn_peer_subject(const pb_conn *c);
+/** Non-zero when c runs over TLS. */
+int pb_conn_is_tls(const pb_conn *c);
 
 /** Run a loop until SIGINT/SIGTERM: installs signal handlers on loop that
  * call stop(ud) (which should close servers), then runs the loop to the

@@ -337,7 +337,7 @@ static void req_free(pb_realm_request *req)
 static void req_refuse(pb_realm_request *req)
 {
     throttle_failure(req->pc->portal, req->pc->peer);
-    pb_call_fail(req->call, PB_FAILURE_UNAUTHORIZED, "");
+    pb_call_fail_pickled(req->call, PB_FAILURE_UNAUTHORIZED, "");
     req_free(req);
 }
 
@@ -432,7 +432,7 @@ static int start_login(pb_realm_request *req, int valid)
         return rc;
     }
     if (!has_checker(p, req->cred.kind)) {
-        pb_call_fail(req->call, PB_FAILURE_UNHANDLED_CREDENTIALS,
+        pb_call_fail_pickled(req->call, PB_FAILURE_UNHANDLED_CREDENTIALS,
                      req->cred.kind == PB_CRED_ANONYMOUS ? NO_ANON_CHECKER : NO_MD5_CHECKER);
         req_free(req);
     } else if (req->cred.kind == PB_CRED_MD5_CHALLENGE &&
@@ -501,7 +501,7 @@ int pb_realm_fail(pb_realm_request *req, const char *type, const char *message)
 {
     if (!req)
         return PB_EINVAL;
-    int rc = pb_call_fail(req->call, type ? type : PB_FAILURE_UNAUTHORIZED, message ? message : "");
+    int rc = pb_call_fail_pickled(req->call, type ? type : PB_FAILURE_UNAUTHORIZED, message ? message : "");
     req_free(req);
     return rc;
 }
@@ -531,10 +531,18 @@ static int realm_failed(pb_deferred *d, void *ud)
     pb_realm_request *req = w->req;
     const pb_failure *f = pb_deferred_failure(d);
     w->req = NULL;
-    if (f)
+    /* it went through portal.login's Deferred: Twisted sends it pickled */
+    pb_arena *a = f ? pb_arena_new(0) : NULL;
+    pb_failure *pf = a ? pb_failure_copy(a, f) : NULL;
+    if (pf) {
+        pf->pickled = 1;
+        pb_call_fail_failure(req->call, pf);
+    } else if (f) {
         pb_call_fail_failure(req->call, f);
-    else
-        pb_call_fail(req->call, PB_FAILURE_UNAUTHORIZED, "");
+    } else {
+        pb_call_fail_pickled(req->call, PB_FAILURE_UNAUTHORIZED, "");
+    }
+    pb_arena_free(a);
     req_free(req);
     return 0;
 }
@@ -583,7 +591,7 @@ static int challenger_respond(pb_call *call, void *self, const pb_args *a)
 {
     challenger *ch = self;
     if (ch->spent) /* one response per challenge: no second guess */
-        return pb_call_fail(call, PB_FAILURE_UNAUTHORIZED, "");
+        return pb_call_fail_pickled(call, PB_FAILURE_UNAUTHORIZED, "");
     ch->spent = 1;
     pb_realm_request *req = req_new(ch->pc, call, PB_CRED_MD5_CHALLENGE, pb_arg(a, 1));
     if (!req)

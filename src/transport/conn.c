@@ -240,6 +240,7 @@ static void conn_final(pb_conn *c) {
     c->broker = NULL;
     if (c->server) pb__server_conn_gone(c->server, c);
     ctx_release(c->ctx);
+    pb__tls_free(c);
     free(c->wbuf);
     free(c->close_why);
     free(c);
@@ -283,8 +284,10 @@ void pb__conn_close(pb_conn *c, int code, const char *why, int graceful) {
         c->reading = 0;
     }
     if (c->gai) uv_cancel((uv_req_t *)c->gai); /* its callback still comes */
-    if (graceful && c->broker && !c->handles_closed) {
+    if (graceful && (c->broker || (c->tls && c->state >= CONN_HANDSHAKE)) &&
+        !c->handles_closed) {
         /* Like Twisted's loseConnection: what is queued still goes out. */
+        if (c->tls) pb__tls_shutdown(c); /* then TLS close_notify */
         c->lingering = 1;
         c->armed_deadline = UINT64_MAX;
         uv_timer_start(&c->timer, on_timer, PB_LINGER_MS, 0);
@@ -314,6 +317,7 @@ static void arm_timer(pb_conn *c) {
         return; /* the connect timeout stays armed until the handshake is done */
     }
     if (c->broker) dl = pb_broker_next_deadline(c->broker);
+    if (c->idle_ms && c->idle_deadline < dl) dl = c->idle_deadline;
     if (dl == c->armed_deadline) return;
     c->armed_deadline = dl;
     if (dl == UINT64_MAX) {
@@ -333,13 +337,28 @@ static void on_timer(uv_timer_t *t) {
     }
     if (c->closing) return;
     if (c->state != CONN_UP && c->connect_timeout_ms) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "connection to %s timed out after %u ms",
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s %s timed out after %u ms",
+                 c->tls && !pb__tls_handshake_done(c) ? "TLS handshake with" : "connection to",
                  c->peer[0] ? c->peer : "peer", c->connect_timeout_ms);
         pb__conn_close(c, PB_ETIMEOUT, msg, 0);
         return;
     }
-    if (!c->broker) return;
+    if (c->idle_ms && uv_now(c->loop) >= c->idle_deadline) { /* lazy: moved on only here */
+        c->idle_deadline = c->last_io + c->idle_ms;
+        if (uv_now(c->loop) >= c->idle_deadline) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "closing %s: idle for %u ms",
+                     c->peer[0] ? c->peer : "peer", c->idle_ms);
+            if (c->server) pb__server_limit(c->server, PB_LIMIT_IDLE, msg);
+            pb__conn_close(c, PB_ETIMEOUT, msg, 1);
+            return;
+        }
+    }
+    if (!c->broker) {
+        arm_timer(c);
+        return;
+    }
     pb_broker_tick(c->broker, uv_now(c->loop));
     arm_timer(c);
 }
@@ -366,11 +385,12 @@ static void on_write(uv_write_t *req, int status) {
 /* Write everything the broker has queued: one uv_try_write, the rest (if
  * any) copied into one uv_write. */
 static void conn_flush(pb_conn *c) {
-    if (c->handles_closed || !c->broker || (c->closing && !c->lingering)) return;
+    if (c->handles_closed || (!c->broker && !c->tls) || (c->closing && !c->lingering)) return;
     if (!c->writing) {
         const uint8_t *data;
         size_t n;
-        while ((n = pb_broker_output(c->broker, &data)) > 0) {
+        /* TLS hook: with TLS the bytes are tls.c's ciphertext */
+        while ((n = c->tls ? pb__tls_output(c, &data) : pb_broker_output(c->broker, &data)) > 0) {
             size_t chunk = n > (1u << 30) ? (1u << 30) : n;
             uv_buf_t b = uv_buf_init((char *)(uintptr_t)data, (unsigned)chunk);
             int r = uv_try_write(&c->io.stream, &b, 1);
@@ -383,8 +403,10 @@ static void conn_flush(pb_conn *c) {
                 }
                 return;
             }
+            if (r > 0) c->last_io = uv_now(c->loop);
             if ((size_t)r == chunk) {
-                pb_broker_output_consume(c->broker, chunk);
+                if (c->tls) pb__tls_consume(c, chunk);
+                else pb_broker_output_consume(c->broker, chunk);
                 continue;
             }
             /* The kernel is full: hand the rest to libuv from our own copy. */
@@ -395,7 +417,8 @@ static void conn_flush(pb_conn *c) {
                 return;
             }
             memcpy(copy, data + r, rest);
-            pb_broker_output_consume(c->broker, n);
+            if (c->tls) pb__tls_consume(c, n);
+            else pb_broker_output_consume(c->broker, n);
             c->wbuf = copy;
             c->wlen = rest;
             uv_buf_t wb = uv_buf_init((char *)copy, (unsigned)rest);
@@ -439,6 +462,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         } else {
             conn_uv_error(c, (int)nread, "read from");
         }
+        return;
+    }
+    c->last_io = uv_now(c->loop);
+    if (c->tls) { /* TLS hook: decrypt, then feed the broker */
+        pb__tls_feed(c, (const uint8_t *)buf->base, (size_t)nread);
+        if (c->closing) return;
+        schedule_flush(c); /* handshake records, alerts */
+        update_read_state(c);
+        arm_timer(c);
         return;
     }
     pb_broker_tick(c->broker, uv_now(c->loop));
@@ -497,6 +529,9 @@ static void cb_connected(pb_broker *b, void *ud) {
 }
 
 static int g_log = -1;
+/* The loop's clock, so deadlines of calls made after an idle spell start now. */
+static uint64_t cb_now_ms(void *ud) { return uv_now(((pb_conn *)ud)->loop); }
+
 static void cb_log(pb_broker *b, const char *msg, void *ud) {
     (void)b;
     pb_conn *c = ud;
@@ -507,26 +542,18 @@ static void cb_log(pb_broker *b, const char *msg, void *ud) {
     if (g_log) fprintf(stderr, "pb[%s]: %s\n", c->peer, msg);
 }
 
-int pb__conn_start(pb_conn *c, int is_server, pb_root_fn root, void *ud) {
-    c->state = CONN_HANDSHAKE;
-    if (c->is_tcp) {
-        uv_tcp_nodelay(&c->io.tcp, 1);
-        if (c->keepalive_s > 0) uv_tcp_keepalive(&c->io.tcp, 1, (unsigned)c->keepalive_s);
-        if (!c->peer[0]) {
-            struct sockaddr_storage ss;
-            int len = sizeof ss;
-            if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&ss, &len) == 0)
-                pb__format_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer);
-        }
-    }
+/* Make the broker and start PB: at once on plain sockets, once the TLS
+ * handshake is done with TLS. */
+static int conn_start_broker(pb_conn *c) {
     pb_broker_config cfg = c->cfg;
-    cfg.is_server = is_server;
+    cfg.is_server = c->server != NULL;
     pb_broker_callbacks cb = {
         .ud = c,
         .output_ready = cb_output_ready,
         .close = cb_close,
         .connected = cb_connected,
         .log = cb_log,
+        .now_ms = cb_now_ms,
     };
     c->broker = pb_broker_new(&cfg, &cb, NULL);
     if (!c->broker || map_add(c) < 0) {
@@ -537,8 +564,8 @@ int pb__conn_start(pb_conn *c, int is_server, pb_root_fn root, void *ud) {
         pb__conn_close(c, PB_ENOMEM, "out of memory", 0);
         return PB_ENOMEM;
     }
-    if (root) { /* the root function may want the broker (cred's does) */
-        pb_object *r = root(c->broker, ud);
+    if (c->root) { /* the root function may want the broker (cred's does) */
+        pb_object *r = c->root(c->broker, c->root_ud);
         if (!r) {
             pb__conn_close(c, PB_EAUTH, "connection refused by the application", 0);
             return PB_EAUTH;
@@ -551,14 +578,47 @@ int pb__conn_start(pb_conn *c, int is_server, pb_root_fn root, void *ud) {
         }
     }
     pb_broker_tick(c->broker, uv_now(c->loop));
+    schedule_flush(c); /* the server's dialect offer */
+    arm_timer(c);
+    return 0;
+}
+
+int pb__conn_tls_up(pb_conn *c) { return conn_start_broker(c); }
+
+int pb__conn_start(pb_conn *c, int is_server, pb_root_fn root, void *ud) {
+    (void)is_server; /* c->server says it */
+    c->state = CONN_HANDSHAKE;
+    if (c->is_tcp) {
+        uv_tcp_nodelay(&c->io.tcp, 1);
+        if (c->keepalive_s > 0) uv_tcp_keepalive(&c->io.tcp, 1, (unsigned)c->keepalive_s);
+        if (!c->peer[0]) {
+            struct sockaddr_storage ss;
+            int len = sizeof ss;
+            if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&ss, &len) == 0)
+                pb__format_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer);
+        }
+    }
+    c->root = root;
+    c->root_ud = ud;
+    c->last_io = uv_now(c->loop);
+    c->idle_deadline = c->last_io + c->idle_ms;
+    if (!c->tls) {
+        int brc = conn_start_broker(c);
+        if (brc < 0) return brc;
+    } else if (c->server && c->connect_timeout_ms) { /* TLS handshake deadline */
+        uv_timer_start(&c->timer, on_timer, c->connect_timeout_ms, 0);
+    }
     int rc = uv_read_start(&c->io.stream, on_alloc, on_read);
     if (rc < 0) {
         conn_uv_error(c, rc, "read from");
         return PB_EIO;
     }
     c->reading = 1;
-    schedule_flush(c); /* the server's dialect offer */
-    arm_timer(c);
+    if (c->tls) {
+        pb__tls_start(c); /* client: the ClientHello */
+        if (c->closing) return PB_EPROTO;
+        schedule_flush(c);
+    }
     return 0;
 }
 
@@ -705,6 +765,31 @@ int pb__connect(uv_loop_t *loop, const char *host, int port, const char *unix_pa
     c->keepalive_s = opts->tcp_keepalive_s;
     c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms
                                                      : PB_DEFAULT_CONNECT_MS;
+    c->idle_ms = opts->idle_timeout_ms;
+    if (opts->tls) {
+        pb_tls_ctx *tctx;
+        int trc = pb__tls_ctx_new(opts->tls, 0, &tctx, err);
+        if (trc == 0) {
+            const char *name = opts->tls->server_name ? opts->tls->server_name : host;
+            trc = pb__tls_attach(c, tctx, 0, opts->tls->verify_peer ? name : NULL, err);
+            pb__tls_ctx_free(tctx); /* the SSL keeps its own reference */
+        }
+        if (trc < 0) {
+            pb__conn_discard(c);
+            return trc;
+        }
+    }
+    if (opts->bind_addr && !unix_path) {
+        struct sockaddr_storage local;
+        int brc = numeric_addr(opts->bind_addr, 0, &local)
+                      ? uv_tcp_bind(&c->io.tcp, (const struct sockaddr *)&local, 0)
+                      : UV_EINVAL;
+        if (brc < 0) {
+            pb__conn_discard(c);
+            return pb_err_set(err, PB_EIO, "cannot bind to %s: %s", opts->bind_addr,
+                              uv_strerror(brc));
+        }
+    }
     if (unix_path) {
         snprintf(c->peer, sizeof c->peer, "unix:%s", unix_path);
         c->state = CONN_CONNECTING;

@@ -2,6 +2,7 @@
  * server.c - listening sockets (TCP and UNIX) that hand every accepted
  * connection a broker serving the root object the application chooses.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,49 @@ struct pb_server {
     void (*close_cb)(void *ud);
     void *close_ud;
     char *unix_path;           /* unlinked on close */
+    pb_tls_ctx *tls;           /* NULL: plain */
+    unsigned tls_handshake_ms;
+    struct {                   /* rate-limited limit log, per kind */
+        uint64_t last;         /* uv_now of the last line; 0: never */
+        unsigned long suppressed;
+    } lim[PB_LIMIT_KINDS];
 };
+
+/* Limit hits: the first of each kind is logged, then at most one line per
+ * PB_LIMIT_LOG_MS carrying the number suppressed meanwhile; a peer hammering
+ * a limit cannot flood the log. */
+#define PB_LIMIT_LOG_MS 10000
+void pb__server_limit(pb_server *s, int kind, const char *msg) {
+    if (kind < 0 || kind >= PB_LIMIT_KINDS) return;
+    uint64_t now = uv_now(s->loop) + 1; /* +1: 0 means never */
+    if (s->lim[kind].last && now - s->lim[kind].last < PB_LIMIT_LOG_MS) {
+        s->lim[kind].suppressed++;
+        return;
+    }
+    char line[320];
+    if (s->lim[kind].suppressed)
+        snprintf(line, sizeof line, "%s (%lu more like it in the last %u s)", msg,
+                 s->lim[kind].suppressed, PB_LIMIT_LOG_MS / 1000);
+    else
+        snprintf(line, sizeof line, "%s", msg);
+    s->lim[kind].last = now;
+    s->lim[kind].suppressed = 0;
+    if (s->opts.log) s->opts.log(line, s->opts.log_ud);
+    else fprintf(stderr, "pb: %s\n", line);
+}
+
+/* Length of the address part of a "1.2.3.4:5" / "[::1]:5" peer string. */
+static size_t addr_key_len(const char *peer) {
+    const char *colon = strrchr(peer, ':');
+    return colon ? (size_t)(colon - peer) : strlen(peer);
+}
+
+static size_t conns_from(const pb_server *s, const char *peer) {
+    size_t klen = addr_key_len(peer), n = 0;
+    for (const pb_conn *c = s->conns; c; c = c->snext)
+        if (addr_key_len(c->peer) == klen && memcmp(c->peer, peer, klen) == 0) n++;
+    return n;
+}
 
 void pb_server_opts_default(pb_server_opts *o) {
     memset(o, 0, sizeof *o);
@@ -40,6 +83,7 @@ void pb_server_opts_default(pb_server_opts *o) {
 static void server_maybe_done(pb_server *s) {
     if (!s->closing || !s->listen_closed || s->nconns) return;
     if (s->unix_path) unlink(s->unix_path);
+    pb__tls_ctx_free(s->tls);
     void (*cb)(void *) = s->close_cb;
     void *ud = s->close_ud;
     free(s->unix_path);
@@ -72,11 +116,43 @@ static void on_connection(uv_stream_t *ls, int status) {
         uv_close((uv_handle_t *)tmp, on_refused_closed);
         return;
     }
-    if (uv_accept(ls, &c->io.stream) < 0 ||
-        (s->opts.max_connections && s->nconns >= s->opts.max_connections)) {
+    if (uv_accept(ls, &c->io.stream) < 0) {
         pb__conn_discard(c);
         return;
     }
+    if (s->is_tcp) {
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&ss, &len) == 0)
+            pb__format_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer);
+    }
+    if (s->opts.max_connections && s->nconns >= s->opts.max_connections) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "refusing %s: max_connections (%zu) reached", c->peer,
+                 s->opts.max_connections);
+        pb__server_limit(s, PB_LIMIT_TOTAL, msg);
+        pb__conn_discard(c);
+        return;
+    }
+    if (s->opts.max_connections_per_addr && s->is_tcp &&
+        conns_from(s, c->peer) >= s->opts.max_connections_per_addr) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "refusing %s: max_connections_per_addr (%zu) reached",
+                 c->peer, s->opts.max_connections_per_addr);
+        pb__server_limit(s, PB_LIMIT_PER_ADDR, msg);
+        pb__conn_discard(c);
+        return;
+    }
+    if (s->tls) {
+        pb_errbuf e;
+        if (pb__tls_attach(c, s->tls, 1, NULL, &e) < 0) {
+            pb__server_limit(s, PB_LIMIT_TOTAL, e.msg);
+            pb__conn_discard(c);
+            return;
+        }
+        c->connect_timeout_ms = s->tls_handshake_ms;
+    }
+    c->idle_ms = s->opts.idle_timeout_ms;
     c->server = s;
     c->cfg = s->opts.broker;
     c->keepalive_s = s->opts.tcp_keepalive_s;
@@ -100,11 +176,21 @@ static pb_server *server_new(uv_loop_t *loop, const pb_server_opts *opts, pb_roo
     s->root = root;
     s->ud = ud;
     s->is_tcp = is_tcp;
+    s->opts.tls = NULL; /* borrowed: only read by server_tls() during pb_listen_* */
     return s;
+}
+
+/* Load the TLS settings of opts into s (while the caller's opts are valid). */
+static int server_tls(pb_server *s, const pb_server_opts *opts, pb_errbuf *err) {
+    if (!opts || !opts->tls) return 0;
+    s->tls_handshake_ms = opts->tls->handshake_timeout_ms ? opts->tls->handshake_timeout_ms
+                                                          : 10000;
+    return pb__tls_ctx_new(opts->tls, 1, &s->tls, err);
 }
 
 static void on_failed_server_closed(uv_handle_t *h) {
     pb_server *s = h->data;
+    pb__tls_ctx_free(s->tls);
     free(s->unix_path);
     free(s);
 }
@@ -118,6 +204,10 @@ int pb_listen_tcp(uv_loop_t *loop, const char *host, int port, const pb_server_o
     if (rc < 0) return rc;
     pb_server *s = server_new(loop, opts, root, ud, 1);
     if (!s) return pb_err_set(err, PB_ENOMEM, "out of memory");
+    if ((rc = server_tls(s, opts, err)) < 0) {
+        free(s);
+        return rc;
+    }
     uv_tcp_init(loop, &s->io.tcp);
     s->io.handle.data = s;
     char addr[80];
@@ -142,6 +232,12 @@ int pb_listen_unix(uv_loop_t *loop, const char *path, const pb_server_opts *opts
     if (!s->unix_path) {
         free(s);
         return pb_err_set(err, PB_ENOMEM, "out of memory");
+    }
+    int trc = server_tls(s, opts, err);
+    if (trc < 0) {
+        free(s->unix_path);
+        free(s);
+        return trc;
     }
     uv_pipe_init(loop, &s->io.pipe, 0);
     s->io.handle.data = s;

@@ -60,6 +60,16 @@ struct pb_conn {
     int close_code;             /* PB_E* of the close reason */
     char *close_why;            /* malloc'd reason */
 
+    /* TLS (tls.c): NULL for plain connections.  With TLS the broker is
+     * made only once the TLS handshake is done (root/root_ud wait here). */
+    struct pb_tls *tls;
+    pb_root_fn root;
+    void *root_ud;
+    /* idle timeout: checked lazily when the timer fires */
+    unsigned idle_ms;           /* 0: off */
+    uint64_t last_io;           /* uv_now of the last read or write */
+    uint64_t idle_deadline;     /* when the timer next looks at last_io */
+
     pb_conn *snext, *sprev;     /* in the server's list */
     pb_conn *hnext;             /* broker -> conn map chain */
     char peer[112];
@@ -88,7 +98,40 @@ int pb__resolve(uv_loop_t *loop, const char *host, int port, struct sockaddr_sto
 /* "1.2.3.4:5" / "[::1]:5" */
 void pb__format_addr(const struct sockaddr *sa, char *out, size_t n);
 
+/* The TLS handshake is done: make the broker and start PB (conn.c).
+ * Returns 0 or a PB_E* (the conn is then closing). */
+int pb__conn_tls_up(pb_conn *c);
+
 /* server.c */
 void pb__server_conn_gone(struct pb_server *s, pb_conn *c);
+/* Report a limit hit through the server's rate-limited log. */
+enum { PB_LIMIT_TOTAL, PB_LIMIT_PER_ADDR, PB_LIMIT_IDLE, PB_LIMIT_KINDS };
+void pb__server_limit(struct pb_server *s, int kind, const char *msg);
+
+/* tls.c - TLS over memory BIOs between the socket and the broker.
+ * The socket carries ciphertext; tls.c decrypts into pb_broker_feed and
+ * encrypts pb_broker_output into its own bounded ciphertext buffer, which
+ * conn_flush writes instead of the broker's output. */
+typedef struct ssl_ctx_st pb_tls_ctx; /* OpenSSL's SSL_CTX */
+/* Load opts into a new SSL_CTX (TLS 1.2+).  0 or a PB_E* with err set. */
+int pb__tls_ctx_new(const pb_tls_opts *opts, int is_server, pb_tls_ctx **out, pb_errbuf *err);
+void pb__tls_ctx_free(pb_tls_ctx *ctx);
+/* Attach TLS to c (the SSL takes its own reference to ctx).  server_name:
+ * client's expected name (NULL: no check).  0 or a PB_E* with err set. */
+int pb__tls_attach(pb_conn *c, pb_tls_ctx *ctx, int is_server, const char *server_name,
+                   pb_errbuf *err);
+/* The socket is up: start the handshake (client: queue the ClientHello). */
+void pb__tls_start(pb_conn *c);
+/* Ciphertext arrived: run the handshake / decrypt into the broker.  On
+ * failure c is closing. */
+void pb__tls_feed(pb_conn *c, const uint8_t *data, size_t n);
+/* Ciphertext to send (encrypting what the broker queued first). */
+size_t pb__tls_output(pb_conn *c, const uint8_t **data);
+void pb__tls_consume(pb_conn *c, size_t n);
+/* Graceful close: queue close_notify after the pending output. */
+void pb__tls_shutdown(pb_conn *c);
+int pb__tls_handshake_done(const pb_conn *c);
+const char *pb__tls_subject(const pb_conn *c);
+void pb__tls_free(pb_conn *c);
 
 #endif

@@ -147,5 +147,16 @@ if [ -x "$bin/copy2_receiver" ] && [ -x "$bin/copy2_sender" ]; then
         "S: got pond:" "S: count 7" "C:count 7" "C:pond arrived safe and sound"
 fi
 
+# Cacheable / RemoteCache: the receiver's cache follows every change the
+# sender makes, and dropping it reaches the sender (decache / uncache).
+if [ -x "$bin/cache_receiver" ] && [ -x "$bin/cache_sender" ]; then
+    three_ways cache cache_receiver cache_sender \
+        "S: cache - sitting, er, setting ducks" "S:got pond: <cache_classes.SlaveDuckPond object at" \
+        "S:[2] ducks:  ['one duck', 'two duck']" "S: cache - addDuck" \
+        "S:[3] ducks:  ['one duck', 'two duck', 'ugly duckling']" "S: cache - removeDuck" \
+        "S:[2] ducks:  ['two duck', 'ugly duckling']" "S:dropping pond" \
+        "C:I have [2] ducks" "C:I have [3] ducks"
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
