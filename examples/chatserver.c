@@ -9,9 +9,19 @@
  * the sender's avatar supplied by the server, so nobody can speak as
  * anybody else.  The realm loads each user's record off the loop thread
  * (uv_queue_work) and answers through a deferred.
+ *
+ * For tests (tests/interop/test_soak.sh): with CHATSERVER_STATS=1 in the
+ * environment it prints "stats logins=N logouts=M active=K" on SIGUSR1 and
+ * at exit: N avatars handed out, M logout calls, K logged in now.  Every
+ * logout ran exactly once when M == N and K == 0.  On SIGUSR1 it first
+ * hands freed memory back to the kernel (glibc's malloc_trim), so that the
+ * test's RSS samples measure memory in use rather than malloc's cache.
  */
 #include <sqlite3.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "common.h"
 
@@ -29,12 +39,14 @@ typedef struct chat {
     uv_loop_t *loop;
     sqlite3 *db; /* used only on worker threads (opened FULLMUTEX) */
     group *groups;
+    unsigned long long logins, logouts, active; /* CHATSERVER_STATS */
 } chat;
 
 struct user {
     pb_object base; /* an Avatar */
     chat *chat;
     pb_ref *mind;   /* the client's object with remote_print, or NULL */
+    int logged_in;  /* 1 from the realm's answer until logout */
     char name[128];
 };
 
@@ -120,6 +132,12 @@ static const pb_class User = {"User", PB_AVATAR, user_methods, user_destroy};
 static void user_logout(void *ud)
 {
     user *u = ud;
+    if (u->logged_in == 1)
+        u->chat->active--;
+    if (u->logged_in) { /* a second call would show as logouts > logins */
+        u->chat->logouts++;
+        u->logged_in = 2;
+    }
     for (group *g = u->chat->groups; g; g = g->next)
         for (size_t i = 0; i < g->n; i++)
             if (g->members[i] == u)
@@ -158,6 +176,9 @@ static void lookup_done(uv_work_t *w, int status) /* back on the loop thread */
 {
     lookup *l = w->data;
     if (l->found) {
+        l->u->logged_in = 1;
+        l->u->chat->logins++;
+        l->u->chat->active++;
         pb_arena *a = pb_arena_new(0);
         pb_deferred_callback(l->d, pb_object_value(a, &l->u->base));
         pb_arena_free(a);
@@ -197,11 +218,34 @@ static void request_avatar(pb_realm_request *req, const char *avatar_id, pb_ref 
 
 /* -------------------------------------------------------------------- main */
 
+static void print_stats(const chat *c)
+{
+    printf("stats logins=%llu logouts=%llu active=%llu\n", c->logins, c->logouts, c->active);
+}
+
+static void on_sigusr1(uv_signal_t *h, int signum)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    print_stats(h->data);
+}
+
 int main(int argc, char **argv)
 {
     ex_args a;
     ex_parse(argc, argv, &a);
-    chat server = {uv_default_loop(), NULL, NULL};
+    chat server = {uv_default_loop(), NULL, NULL, 0, 0, 0};
+    const char *stats = getenv("CHATSERVER_STATS");
+    uv_signal_t usr1;
+    if (stats && *stats && strcmp(stats, "0") != 0) {
+        uv_signal_init(server.loop, &usr1);
+        usr1.data = &server;
+        uv_signal_start(&usr1, on_sigusr1, SIGUSR1);
+        uv_unref((uv_handle_t *)&usr1); /* does not keep the server running */
+    } else {
+        stats = NULL;
+    }
     pb_errbuf err;
     int fresh = access(a.db, F_OK) != 0;
     pb_checker *users = pb_checker_sqlite_open(a.db, &err);
@@ -220,6 +264,12 @@ int main(int argc, char **argv)
     pb_portal *portal = pb_portal_new(request_avatar, &server, NULL);
     pb_portal_add_checker(portal, users);
     int rc = ex_serve(portal, &a);
+    if (stats) { /* ex_serve's uv_loop_close found usr1 still open: finish here */
+        print_stats(&server);
+        uv_close((uv_handle_t *)&usr1, NULL);
+        uv_run(server.loop, UV_RUN_DEFAULT);
+        uv_loop_close(server.loop);
+    }
     while (server.groups) {
         group *g = server.groups;
         server.groups = g->next;

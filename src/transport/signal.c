@@ -32,8 +32,21 @@ static void on_signal(uv_signal_t *h, int signum) {
     }
 }
 
+/* A write to a connection the peer has already reset raises SIGPIPE
+ * (libuv writes with write(2)), whose default action would kill the whole
+ * process: ignore it, so the write fails with EPIPE and only that
+ * connection closes.  Python, hence Twisted, does the same.  An
+ * application's own disposition is left alone.  Called by every listen and
+ * connect entry point. */
+void pb__ignore_sigpipe(void) {
+    struct sigaction pipe_action;
+    if (sigaction(SIGPIPE, NULL, &pipe_action) == 0 && pipe_action.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+}
+
 int pb_run_until_signal(uv_loop_t *loop, void (*stop)(void *ud), void *ud) {
     if (!loop) return PB_EINVAL;
+    pb__ignore_sigpipe();
     sigrun s = {.stop = stop, .ud = ud};
     uv_signal_init(loop, &s.sint);
     uv_signal_init(loop, &s.sterm);

@@ -360,7 +360,7 @@ size_t pb__tls_output(pb_conn *c, const uint8_t **data) {
         }
     }
     drain_wbio(t);
-    *data = t->out + t->out_off;
+    *data = t->out ? t->out + t->out_off : NULL; /* no buffer yet: nothing pending */
     return t->out_len - t->out_off;
 }
 
