@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include "pb/pb.h"
 
 typedef struct group group;
@@ -48,11 +49,16 @@ static server srv;
 static int group_send(pb_call *call, void *self, void *avatar, const pb_args *a) {
     group *g = self;
     (void)avatar;
-    /* Encode-once fan-out is the transport's job; here: one call per mind. */
     pb_value *args = pb_tuple(pb_call_arena(call), 1);
     if (!args || pb_seq_append(pb_call_arena(call), args, pb_arg(a, 0))) return PB_ENOMEM;
+    /* Encode-once fan-out: msg is jellied once, the same bytes go to every mind. */
+    pb_ref **minds = malloc((g->nmembers ? g->nmembers : 1) * sizeof *minds);
+    if (!minds) return PB_ENOMEM;
+    size_t n = 0;
     for (member *m = g->members; m; m = m->next)
-        if (m->user->mind) pb_ref_send(m->user->mind, "print", args, NULL);
+        if (m->user->mind) minds[n++] = m->user->mind;
+    pb_ref_send_many(minds, n, "print", args, NULL, NULL);
+    free(minds);
     return pb_call_return_none(call);
 }
 
@@ -204,6 +210,11 @@ int main(int argc, char **argv) {
         }
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    struct rlimit rl; /* one descriptor per connection: as many as allowed */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     uv_loop_t *loop = uv_default_loop();
     srv.portal = pb_portal_new(realm, NULL, NULL);
     pb_checker *mem = pb_checker_memory_new();

@@ -12,6 +12,7 @@
 #include <string.h>
 #include "pb/value.h"
 #include "arena_int.h"
+#include "tlcache_int.h"
 
 #define ARENA_BLOCK 4096u      /* first block */
 #define ARENA_BLOCK_MAX 65536u /* later blocks double up to this */
@@ -241,6 +242,15 @@ int pb_buf_reserve(pb_buf *b, size_t extra) {
     size_t need = b->len + extra;
     if (b->limit && need > b->limit) return PB_ELIMIT;
     if (need <= b->cap) return PB_OK;
+    if (!b->data) { /* an idle connection's drained buffer, if one is parked */
+        size_t tcap;
+        uint8_t *t = pb__tl_buf_get(need, &tcap);
+        if (t) {
+            b->data = t;
+            b->cap = tcap;
+            return PB_OK;
+        }
+    }
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     uint8_t *d = realloc(b->data, cap);

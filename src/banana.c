@@ -13,6 +13,7 @@
 #include <string.h>
 #include "pb/banana.h"
 #include "arena_int.h"
+#include "tlcache_int.h"
 
 enum { T_LIST = 0x80, T_INT, T_STRING, T_NEG, T_FLOAT, T_LONGINT, T_LONGNEG, T_VOCAB };
 
@@ -131,6 +132,33 @@ pb_arena *pb__banana_dec_swap_arena(pb_banana_dec *d, pb_arena *fresh) {
     d->delivered = 0;
     d->result = NULL;
     return old;
+}
+
+int pb__banana_dec_idle(const pb_banana_dec *d) {
+    return d && !d->err && d->state == ST_PREFIX && d->plen == 0 && d->depth == 0;
+}
+
+void pb__banana_dec_rebind(pb_banana_dec *d, pb_dialect dialect, const pb_banana_limits *lim,
+                           uint64_t offset) {
+    d->dialect = dialect;
+    if (lim) d->lim = *lim;
+    else pb_banana_limits_default(&d->lim);
+    pb__arena_set_limit(d->arena, d->lim.max_bytes);
+    d->state = ST_PREFIX;
+    d->err = 0;
+    d->delivered = 0;
+    d->plen = 0;
+    d->str = NULL;
+    d->body = NULL;
+    d->body_len = d->body_have = 0;
+    d->fhave = 0;
+    d->depth = 0;
+    d->items = 0;
+    d->slab = NULL;
+    d->slab_left = 0;
+    d->offset = offset;
+    d->result = NULL;
+    d->errmsg[0] = 0;
 }
 
 pb_arena *pb_banana_dec_take_arena(pb_banana_dec *d) {

@@ -18,6 +18,7 @@
  * broker freed from inside one of its own callbacks is freed when the
  * outermost entry point returns (busy counter).
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 #include "broker_int.h"
 #include "broker_map.h"
 #include "cache_int.h"
+#include "tlcache_int.h"
 
 enum { ST_HANDSHAKE, ST_CONNECTED, ST_FATAL, ST_LOST };
 enum { EX_ROOT, EX_OBJECT, EX_VIEWPOINT, EX_WRAPPER };
@@ -78,7 +80,6 @@ typedef struct pending {
     uint64_t deadline;
     int ping;
     pb_broker *b;
-    struct pending *nextfree; /* in the broker's free list */
 } pending;
 
 typedef struct hent {
@@ -99,7 +100,6 @@ struct pb_call {
     int answer_required, answered, deferred, counted;
     const char *method;
     pb_object *persp; /* the avatar the call runs under (reference held) */
-    struct pb_call *nextfree; /* in the broker's free list */
 };
 
 /* What a jelly hook needs while encoding / decoding one value. */
@@ -123,13 +123,14 @@ typedef struct dec_ctx {
 } dec_ctx;
 
 struct pb_broker {
-    pb_broker_config cfg;
+    const pb_broker_config *cfg; /* shared by brokers with equal settings (cfg_intern) */
     pb_broker_callbacks cb;
     pb_live *lv;
     int state, fatal_code;
-    char errmsg[256];
+    char *errmsg;    /* why it failed / closed (malloc'd when it happens), or NULL */
     pb_dialect dialect;
-    pb_banana_dec *dec;
+    pb_banana_dec *dec; /* NULL while idle: parked in the thread's cache */
+    uint64_t dec_off;   /* stream offset while the decoder is parked */
     pb_buf out;
     uint64_t next_req, next_luid;
     pb_object *root_obj;
@@ -155,15 +156,8 @@ struct pb_broker {
     pb__caches *caches; /* Cacheable / RemoteCache tables (cache.c) */
     int send_cache;     /* send_message writes cachemessage */
     /* recycling, so the steady state of a call allocates nothing */
-    pb__dpool *dpool;       /* unused deferreds and empty arenas */
-    pending *pending_free;  /* unused pending records */
-    size_t npending_free;
-    pb_call *call_free;     /* unused call records */
-    size_t ncall_free;
+    pb__dpool *dpool;       /* unused deferreds (records and arenas: tlcache.c) */
 };
-
-#define PENDING_FREE_MAX 64
-#define CALL_FREE_MAX 16
 
 static void wrapper_destroy(pb_object *o);
 static const pb_class wrapper_class = {"AsReferenceable", PB_AVATAR, NULL, wrapper_destroy};
@@ -193,6 +187,47 @@ static void logf_(pb_broker *b, const char *fmt, ...) {
     b->cb.log(b, msg, b->cb.ud);
 }
 
+/* Settings are shared: a server's connections all have the same, and
+ * 100,000 copies of them would be 10 MB.  Interned in a list guarded by a
+ * mutex (brokers of several loops may come and go at once). */
+typedef struct cfg_ent {
+    pb_broker_config c; /* first */
+    unsigned long refs;
+    struct cfg_ent *next;
+} cfg_ent;
+static cfg_ent *g_cfgs;
+static pthread_mutex_t g_cfg_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static const pb_broker_config *cfg_intern(const pb_broker_config *n) {
+    pthread_mutex_lock(&g_cfg_mu);
+    cfg_ent *e = g_cfgs;
+    while (e && memcmp(&e->c, n, sizeof *n) != 0) e = e->next;
+    if (!e && (e = malloc(sizeof *e)) != NULL) {
+        e->c = *n;
+        e->refs = 0;
+        e->next = g_cfgs;
+        g_cfgs = e;
+    }
+    if (e) e->refs++;
+    pthread_mutex_unlock(&g_cfg_mu);
+    return e ? &e->c : NULL;
+}
+
+static void cfg_release(const pb_broker_config *c) {
+    if (!c) return;
+    pthread_mutex_lock(&g_cfg_mu);
+    for (cfg_ent **pe = &g_cfgs; *pe; pe = &(*pe)->next)
+        if (&(*pe)->c == c) {
+            cfg_ent *e = *pe;
+            if (--e->refs == 0) {
+                *pe = e->next;
+                free(e);
+            }
+            break;
+        }
+    pthread_mutex_unlock(&g_cfg_mu);
+}
+
 static void live_unref(pb_live *lv) {
     if (lv && --lv->refs == 0) free(lv);
 }
@@ -202,12 +237,26 @@ static void leave(pb_broker *b) {
     if (--b->busy == 0 && b->free_pending) really_free(b);
 }
 
+/* Keep msg as the broker's error text (a static text on ENOMEM). */
+static char g_oom_msg[] = "out of memory";
+static void free_errmsg(pb_broker *b) {
+    if (b->errmsg != g_oom_msg) free(b->errmsg);
+    b->errmsg = NULL;
+}
+static void set_errmsg(pb_broker *b, const char *msg) {
+    char *m = strdup(msg);
+    free_errmsg(b);
+    b->errmsg = m ? m : g_oom_msg;
+}
+
 static void fatal(pb_broker *b, int code, const char *fmt, ...) {
     if (b->state == ST_FATAL || b->state == ST_LOST) return;
+    char msg[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(b->errmsg, sizeof b->errmsg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    set_errmsg(b, msg);
     b->state = ST_FATAL;
     b->fatal_code = code;
     logf_(b, "closing: %s", b->errmsg);
@@ -220,24 +269,18 @@ static int connected(const pb_broker *b) { return b->state == ST_CONNECTED; }
 static uint64_t now_of(const pb_broker *b) { return b->cb.now_ms ? b->cb.now_ms(b->cb.ud) : b->now; }
 
 /* Records of calls come from small per-broker free lists. */
+/* Records of calls come from the thread's cache (tlcache.c), so an idle
+ * connection keeps none and a busy one allocates none. */
 static pending *pending_new(pb_broker *b) {
-    pending *p = b->pending_free;
-    if (!p) return calloc(1, sizeof *p);
-    b->pending_free = p->nextfree;
-    b->npending_free--;
-    memset(p, 0, sizeof *p);
+    (void)b;
+    pending *p = pb__tl_blk_get(sizeof *p);
+    if (p) memset(p, 0, sizeof *p);
     return p;
 }
 
 static void pending_free(pb_broker *b, pending *p) {
-    if (!p) return;
-    if (b->npending_free < PENDING_FREE_MAX) {
-        p->nextfree = b->pending_free;
-        b->pending_free = p;
-        b->npending_free++;
-    } else {
-        free(p);
-    }
+    (void)b;
+    pb__tl_blk_put(p, sizeof *p);
 }
 
 /* The arena holding the expression just decoded, for the caller to keep;
@@ -383,7 +426,7 @@ static int export_register(enc_ctx *c, pb_object *o, export **out, pb_errbuf *er
         *out = e;
         return PB_OK;
     }
-    if (export_count(b) > b->cfg.max_refs) {
+    if (export_count(b) > b->cfg->max_refs) {
         c->limit = 1;
         return pb_err_set(err, PB_ELIMIT, "Maximum PB reference count exceeded.");
     }
@@ -578,9 +621,9 @@ static int hook_decode(void *ud, pb_arena *a, const char *tag, const pb_value *s
 
 static void opts_for(pb_broker *b, pb_jelly_opts *o, pb_jelly_hooks *h) {
     memset(o, 0, sizeof *o);
-    o->registry = b->cfg.registry;
+    o->registry = b->cfg->registry;
     o->hooks = h;
-    o->max_depth = b->cfg.limits.max_depth;
+    o->max_depth = b->cfg->limits.max_depth;
 }
 
 /* Unjelly x into arena a with references bound to persp. */
@@ -666,7 +709,7 @@ static void tombstone(pb_broker *b, pending *p) {
         b->tomb_cap = cap;
     }
     b->tomb[(b->tomb_head + b->tomb_len++) % b->tomb_cap] = p->req;
-    while (b->tomb_len > b->cfg.max_pending_calls) {
+    while (b->tomb_len > b->cfg->max_pending_calls) {
         uint64_t old = b->tomb[b->tomb_head];
         b->tomb_head = (b->tomb_head + 1) % b->tomb_cap;
         b->tomb_len--;
@@ -717,9 +760,9 @@ static int send_message(pb_broker *b, uint64_t luid, const char *objname, const 
     if (dout) *dout = NULL;
     if (!connected(b)) return pb_err_set(err, PB_ECLOSED, "connection is closed");
     if (!method) return pb_err_set(err, PB_EINVAL, "no method name");
-    if (answer && !ping && b->npending >= b->cfg.max_pending_calls)
+    if (answer && !ping && b->npending >= b->cfg->max_pending_calls)
         return pb_err_set(err, PB_ELIMIT, "too many outstanding calls (%zu)", b->npending);
-    if (b->out.len >= b->cfg.max_output)
+    if (b->out.len >= b->cfg->max_output)
         return pb_err_set(err, PB_ELIMIT, "output buffer full (%zu bytes queued)", b->out.len);
     if (args && args->type != PB_TUPLE && args->type != PB_LIST)
         return pb_err_set(err, PB_EINVAL, "arguments must be a tuple");
@@ -737,6 +780,7 @@ static int send_message(pb_broker *b, uint64_t luid, const char *objname, const 
     pb_deferred *d = NULL;
     if (answer) {
         p = pending_new(b);
+        if (!ping && !b->dpool) b->dpool = pb__dpool_new(); /* made by the first call */
         if (!ping) d = pb__deferred_new_pooled(b->dpool);
         if (!p || (!ping && !d)) {
             pending_free(b, p);
@@ -820,6 +864,144 @@ int pb_ref_send(pb_ref *r, const char *method, const pb_value *args, const pb_va
                         0, 0, 0, NULL, NULL);
 }
 
+/* ---------------------------------------------------- encode-once fan-out */
+
+/* 1 when v holds no reference or object (so its jelly is the same on
+ * every connection); 0 when it does, or is too deep to tell. */
+static int plain_value(const pb_value *v, int depth) {
+    if (!v) return 1;
+    if (depth > 64) return 0;
+    switch (v->type) {
+    case PB_REMOTE:
+    case PB_OBJECT:
+        return 0;
+    case PB_LIST:
+    case PB_TUPLE:
+    case PB_SET:
+    case PB_FROZENSET:
+    case PB_SEXP_LIST:
+        for (size_t i = 0; i < v->u.seq.len; i++)
+            if (!plain_value(v->u.seq.items[i], depth + 1)) return 0;
+        return 1;
+    case PB_DICT:
+        for (size_t i = 0; i < 2 * v->u.dict.len; i++)
+            if (!plain_value(v->u.dict.kv[i], depth + 1)) return 0;
+        return 1;
+    case PB_INSTANCE:
+        return plain_value(v->u.inst.state, depth + 1);
+    case PB_DECIMAL:
+        return plain_value(v->u.dec.digits, depth + 1);
+    default:
+        return 1;
+    }
+}
+
+/* The jelly of ARGS and KW in one dialect, encoded once. */
+typedef struct shared_form {
+    int have, bad;
+    pb_dialect dialect;
+    const pb_jelly_registry *registry;
+    unsigned max_depth;
+    pb_buf bytes;
+} shared_form;
+
+static int shared_encode(shared_form *f, pb_broker *b, const pb_value *args,
+                         const pb_value *kw) {
+    enc_ctx c = {b, NULL, NULL, 0, 0, 0, 0, NULL};
+    pb_jelly_hooks h = {&c, hook_encode, NULL};
+    pb_jelly_opts o;
+    opts_for(b, &o, &h);
+    pb_buf_init(&f->bytes);
+    int rc = PB_OK;
+    if (!args) {
+        if (!(rc = pb_banana_put_list(&f->bytes, 1)))
+            rc = pb_banana_put_bytes(&f->bytes, b->dialect, "tuple", 5);
+    } else {
+        rc = pb_jelly_encode(&f->bytes, b->dialect, args, &o, NULL);
+    }
+    if (!rc && !kw) {
+        if (!(rc = pb_banana_put_list(&f->bytes, 1)))
+            rc = pb_banana_put_bytes(&f->bytes, b->dialect, "dictionary", 10);
+    } else if (!rc) {
+        rc = pb_jelly_encode(&f->bytes, b->dialect, kw, &o, NULL);
+    }
+    journal_free(&c);
+    f->have = 1;
+    f->bad = rc != PB_OK || c.nj != 0;
+    f->dialect = b->dialect;
+    f->registry = b->cfg->registry;
+    f->max_depth = b->cfg->limits.max_depth;
+    return rc;
+}
+
+/* (message REQ OBJ NAME 0 ARGS KW) with ARGS KW already encoded. */
+static int send_shared(pb_broker *b, pb_ref *r, const char *method, const shared_form *f) {
+    if (!connected(b)) return PB_ECLOSED;
+    if (b->out.len >= b->cfg->max_output) return PB_ELIMIT;
+    uint64_t req = b->next_req + 1;
+    size_t before = b->out.len;
+    int rc;
+    if ((rc = pb_banana_put_list(&b->out, 7)) || (rc = put_word(b, "message")) ||
+        (rc = pb_banana_put_int(&b->out, (int64_t)req)) ||
+        (rc = r->is_root ? put_word(b, "root") : pb_banana_put_int(&b->out, (int64_t)r->luid)) ||
+        (rc = put_word(b, method)) || (rc = pb_banana_put_int(&b->out, 0)) ||
+        (rc = pb_buf_append(&b->out, f->bytes.data, f->bytes.len))) {
+        b->out.len = before;
+        return rc;
+    }
+    b->next_req = req;
+    out_done(b, before);
+    return PB_OK;
+}
+
+int pb_ref_send_many(pb_ref *const *refs, size_t n, const char *method, const pb_value *args,
+                     const pb_value *kwargs, size_t *sent) {
+    size_t ok = 0;
+    int first_err = PB_OK;
+    if (sent) *sent = 0;
+    if (!method || (n && !refs)) return PB_EINVAL;
+    if (args && args->type != PB_TUPLE && args->type != PB_LIST) return PB_EINVAL;
+    pb_arena *tmp = NULL;
+    const pb_value *kw = kwargs;
+    if (kwargs) {
+        if (!(tmp = pb_arena_new(0))) return PB_ENOMEM;
+        if (text_kwargs(tmp, kwargs, &kw)) {
+            pb_arena_free(tmp);
+            return PB_EINVAL;
+        }
+    }
+    int plain = plain_value(args, 0) && plain_value(kw, 0);
+    shared_form forms[2]; /* one per dialect: pb, none */
+    memset(forms, 0, sizeof forms);
+    for (size_t i = 0; i < n; i++) {
+        pb_ref *r = refs[i];
+        pb_broker *b = r ? r->lv->b : NULL;
+        int rc;
+        if (!r) {
+            rc = PB_EINVAL;
+        } else if (!b) {
+            rc = PB_ECLOSED;
+        } else if (!plain || !connected(b)) {
+            rc = pb_ref_send(r, method, args, kw); /* references: a form per connection */
+        } else {
+            shared_form *f = &forms[b->dialect == PB_DIALECT_PB ? 0 : 1];
+            if (!f->have) shared_encode(f, b, args, kw);
+            if (f->bad || f->registry != b->cfg->registry ||
+                f->max_depth != b->cfg->limits.max_depth)
+                rc = pb_ref_send(r, method, args, kw);
+            else
+                rc = send_shared(b, r, method, f);
+        }
+        if (rc == PB_OK) ok++;
+        else if (first_err == PB_OK) first_err = rc;
+    }
+    pb_buf_free(&forms[0].bytes);
+    pb_buf_free(&forms[1].bytes);
+    pb_arena_free(tmp);
+    if (sent) *sent = ok;
+    return first_err;
+}
+
 pb_deferred *pb_ref_callf(pb_ref *r, const char *method, const char *fmt, ...) {
     pb_arena *a = pb_arena_new(0);
     if (!a) return NULL;
@@ -861,14 +1043,7 @@ static void call_unref(pb_call *c) {
     pb_object *persp = c->persp;
     pb_arena *a = c->arena;
     pb_live *lv = c->lv;
-    pb_broker *b = lv->b;
-    if (b && b->ncall_free < CALL_FREE_MAX) {
-        c->nextfree = b->call_free;
-        b->call_free = c;
-        b->ncall_free++;
-    } else {
-        free(c);
-    }
+    pb__tl_blk_put(c, sizeof *c);
     if (a) {
         /* may drop references (decrefs go out now) and run application
          * code, which may even free the broker */
@@ -928,7 +1103,7 @@ static int send_failure(pb_broker *b, int64_t req, const pb_failure *f) {
     }
     pb_arena *a = pb_arena_new(0);
     if (!a) return PB_ENOMEM;
-    pb_value *fv = pb_failure_to_value(a, f, b->cfg.unsafe_tracebacks);
+    pb_value *fv = pb_failure_to_value(a, f, b->cfg->unsafe_tracebacks);
     int rc = fv ? send_error_value(b, req, fv) : PB_ENOMEM;
     pb_arena_free(a);
     return rc;
@@ -1136,10 +1311,10 @@ static void qual_name(char *out, size_t cap, const char *cname, const char *pref
 /* (message REQ OBJ NAME ANSWER ARGS KW) whose target e was found. */
 static void dispatch(pb_broker *b, export *e, int64_t req, const char *name, int answer,
                      const pb_value *sargs, const pb_value *skw) {
-    if (b->inflight >= b->cfg.max_inflight) {
+    if (b->inflight >= b->cfg->max_inflight) {
         if (answer) {
             char msg[96];
-            snprintf(msg, sizeof msg, "Too many calls in flight (limit %zu)", b->cfg.max_inflight);
+            snprintf(msg, sizeof msg, "Too many calls in flight (limit %zu)", b->cfg->max_inflight);
             send_error(b, req, PB_FAILURE_PB_ERROR, msg);
         }
         return;
@@ -1163,12 +1338,10 @@ static void dispatch(pb_broker *b, export *e, int64_t req, const char *name, int
         fatal(b, PB_ENOMEM, "out of memory taking a message arena");
         return;
     }
-    pb_call *c = b->call_free;
+    pb_call *c = pb__tl_blk_get(sizeof *c);
     if (c) {
-        b->call_free = c->nextfree;
-        b->ncall_free--;
         memset(c, 0, sizeof *c);
-    } else if (!(c = calloc(1, sizeof *c))) {
+    } else {
         pb__pool_arena_put(b->dpool, a);
         fatal(b, PB_ENOMEM, "out of memory for a call");
         return;
@@ -1375,7 +1548,7 @@ static void handle_expr(pb_broker *b, const pb_value *x) {
     b->st.messages_in++;
     if (b->state == ST_HANDSHAKE) {
         pb_dialect d;
-        if (b->cfg.is_server) {
+        if (b->cfg->is_server) {
             /* the client's choice: a bare string we offered */
             if (pb_value_is(x, "pb") && x->type == PB_BYTES) d = PB_DIALECT_PB;
             else if (pb_value_is(x, "none") && x->type == PB_BYTES) d = PB_DIALECT_NONE;
@@ -1405,11 +1578,12 @@ static void handle_expr(pb_broker *b, const pb_value *x) {
             out_done(b, before);
         }
         b->dialect = d;
-        pb_banana_dec_set_dialect(b->dec, d);
+        if (b->dec) pb_banana_dec_set_dialect(b->dec, d);
         b->state = ST_CONNECTED;
         send_version(b);
-        if (!b->root_ref) b->root_ref = ref_new(b, 0, 1, NULL);
-        if (!b->root_ref) {
+        /* a server seldom calls its client's root: made on demand there */
+        if (!b->root_ref && !b->cfg->is_server) b->root_ref = ref_new(b, 0, 1, NULL);
+        if (!b->root_ref && !b->cfg->is_server) {
             fatal(b, PB_ENOMEM, "out of memory");
             return;
         }
@@ -1464,30 +1638,39 @@ pb_broker *pb_broker_new(const pb_broker_config *cfg, const pb_broker_callbacks 
                          pb_object *root) {
     pb_broker *b = calloc(1, sizeof *b);
     if (!b) return NULL;
-    pb_broker_config def;
+    pb_broker_config def, in, n;
     pb_broker_config_default(&def);
-    b->cfg = cfg ? *cfg : def;
-    if (!b->cfg.max_refs) b->cfg.max_refs = def.max_refs;
-    if (!b->cfg.max_pending_calls) b->cfg.max_pending_calls = def.max_pending_calls;
-    if (!b->cfg.max_inflight) b->cfg.max_inflight = def.max_inflight;
-    if (!b->cfg.max_output) b->cfg.max_output = def.max_output;
-    pb_banana_limits *l = &b->cfg.limits;
-    if (!l->max_string) l->max_string = def.limits.max_string;
-    if (!l->max_list) l->max_list = def.limits.max_list;
-    if (!l->max_depth) l->max_depth = def.limits.max_depth;
-    if (!l->max_items) l->max_items = def.limits.max_items;
-    if (!l->max_bytes) l->max_bytes = def.limits.max_bytes;
+    in = cfg ? *cfg : def;
+    /* field by field into a zeroed struct, so equal settings compare equal */
+    memset(&n, 0, sizeof n);
+    n.is_server = in.is_server;
+    n.unsafe_tracebacks = in.unsafe_tracebacks;
+    n.max_refs = in.max_refs ? in.max_refs : def.max_refs;
+    n.max_pending_calls = in.max_pending_calls ? in.max_pending_calls : def.max_pending_calls;
+    n.max_inflight = in.max_inflight ? in.max_inflight : def.max_inflight;
+    n.max_output = in.max_output ? in.max_output : def.max_output;
+    n.limits.max_string = in.limits.max_string ? in.limits.max_string : def.limits.max_string;
+    n.limits.max_list = in.limits.max_list ? in.limits.max_list : def.limits.max_list;
+    n.limits.max_depth = in.limits.max_depth ? in.limits.max_depth : def.limits.max_depth;
+    n.limits.max_items = in.limits.max_items ? in.limits.max_items : def.limits.max_items;
+    n.limits.max_bytes = in.limits.max_bytes ? in.limits.max_bytes : def.limits.max_bytes;
+    n.registry = in.registry;
+    n.idle_ping_ms = in.idle_ping_ms;
+    b->cfg = cfg_intern(&n);
+    if (!b->cfg) {
+        free(b);
+        return NULL;
+    }
     if (cb) b->cb = *cb;
     b->lv = calloc(1, sizeof *b->lv);
-    b->dec = pb_banana_dec_new(PB_DIALECT_NONE, &b->cfg.limits);
-    b->dpool = pb__dpool_new();
+    /* the decoder is made when bytes arrive, the deferred pool by the first call */
     pb_buf_init(&b->out);
-    if (!b->lv || !b->dec || !b->dpool) goto fail;
+    if (!b->lv) goto fail;
     b->lv->refs = 1;
     b->lv->b = b;
     b->dialect = PB_DIALECT_NONE;
     if (root && pb_broker_set_root(b, root)) goto fail;
-    if (b->cfg.is_server) {
+    if (b->cfg->is_server) {
         /* the dialect offer, queued now: the transport finds it in
          * pb_broker_output() (output_ready is not called from here) */
         if (pb_banana_put_list(&b->out, 2) || pb_banana_put_bytes(&b->out, PB_DIALECT_NONE, "pb", 2) ||
@@ -1504,6 +1687,7 @@ fail:
     pb_banana_dec_free(b->dec);
     pb__dpool_close(b->dpool);
     pb_buf_free(&b->out);
+    cfg_release(b->cfg);
     free(b);
     return NULL;
 }
@@ -1529,6 +1713,13 @@ int pb_broker_feed(pb_broker *b, const uint8_t *data, size_t len) {
     if (!b || (!data && len)) return PB_EINVAL;
     if (b->fatal_code) return b->fatal_code;
     if (b->state == ST_LOST) return PB_ECLOSED;
+    if (!b->dec && len) { /* idle until now: a decoder from the thread's cache */
+        pb_banana_dec *d = pb__tl_dec_get();
+        if (!d) d = pb_banana_dec_new(b->dialect, &b->cfg->limits);
+        if (!d) return PB_ENOMEM;
+        pb__banana_dec_rebind(d, b->dialect, &b->cfg->limits, b->dec_off);
+        b->dec = d;
+    }
     enter(b);
     b->st.bytes_in += len;
     b->last_rx = now_of(b);
@@ -1544,10 +1735,16 @@ int pb_broker_feed(pb_broker *b, const uint8_t *data, size_t len) {
         }
         if (rc == 0) break;
         handle_expr(b, x);
-        if (connected(b) && b->out.len > 2 * b->cfg.max_output)
+        if (connected(b) && b->out.len > 2 * b->cfg->max_output)
             fatal(b, PB_ELIMIT, "%zu bytes of output queued: the peer is not reading", b->out.len);
     }
     int ret = b->fatal_code ? b->fatal_code : b->state == ST_LOST ? PB_ECLOSED : PB_OK;
+    if (!ret && b->dec && !b->free_pending && pb__banana_dec_idle(b->dec)) {
+        /* between messages: an idle connection holds no decoder */
+        b->dec_off = pb_banana_dec_offset(b->dec);
+        pb__tl_dec_put(b->dec);
+        b->dec = NULL;
+    }
     leave(b);
     return ret;
 }
@@ -1559,13 +1756,19 @@ size_t pb_broker_output(pb_broker *b, const uint8_t **data) {
 }
 
 void pb_broker_output_consume(pb_broker *b, size_t n) {
-    if (b) pb_buf_consume(&b->out, n);
+    if (!b) return;
+    pb_buf_consume(&b->out, n);
+    if (!b->out.len && b->out.data) { /* drained: an idle connection holds no buffer */
+        pb__tl_buf_put(b->out.data, b->out.cap);
+        b->out.data = NULL;
+        b->out.cap = 0;
+    }
 }
 
-int pb_broker_want_read_paused(const pb_broker *b) { return b && b->out.len > b->cfg.max_output; }
+int pb_broker_want_read_paused(const pb_broker *b) { return b && b->out.len > b->cfg->max_output; }
 
 static void send_ping(pb_broker *b) {
-    if (send_message(b, 0, PING_OBJECT, "ping", NULL, NULL, NULL, 1, b->cfg.idle_ping_ms, 1, NULL,
+    if (send_message(b, 0, PING_OBJECT, "ping", NULL, NULL, NULL, 1, b->cfg->idle_ping_ms, 1, NULL,
                      NULL) == PB_OK)
         b->ping_outstanding = 1;
 }
@@ -1585,9 +1788,9 @@ void pb_broker_tick(pb_broker *b, uint64_t now_ms) {
         if (p->ping) {
             pending_free(b, kmap_del(&b->pending, h.req, 0));
             b->ping_outstanding = 0;
-            if (b->last_rx + b->cfg.idle_ping_ms <= now_ms)
+            if (b->last_rx + b->cfg->idle_ping_ms <= now_ms)
                 fatal(b, PB_ETIMEOUT, "the peer did not answer an idle ping within %u ms",
-                      b->cfg.idle_ping_ms);
+                      b->cfg->idle_ping_ms);
             continue;
         }
         pb_deferred *d = p->d;
@@ -1607,8 +1810,8 @@ void pb_broker_tick(pb_broker *b, uint64_t now_ms) {
         }
         free(old);
     }
-    if (b->cfg.idle_ping_ms && connected(b) && !b->ping_outstanding &&
-        now_ms >= b->last_rx + b->cfg.idle_ping_ms)
+    if (b->cfg->idle_ping_ms && connected(b) && !b->ping_outstanding &&
+        now_ms >= b->last_rx + b->cfg->idle_ping_ms)
         send_ping(b);
     leave(b);
 }
@@ -1616,8 +1819,8 @@ void pb_broker_tick(pb_broker *b, uint64_t now_ms) {
 uint64_t pb_broker_next_deadline(const pb_broker *b) {
     if (!b || b->state == ST_LOST) return UINT64_MAX;
     uint64_t t = b->nheap ? b->heap[0].deadline : UINT64_MAX;
-    if (b->cfg.idle_ping_ms && connected(b) && !b->ping_outstanding) {
-        uint64_t p = b->last_rx + b->cfg.idle_ping_ms;
+    if (b->cfg->idle_ping_ms && connected(b) && !b->ping_outstanding) {
+        uint64_t p = b->last_rx + b->cfg->idle_ping_ms;
         if (p < t) t = p;
     }
     return t;
@@ -1629,7 +1832,7 @@ static void lost_internal(pb_broker *b, const char *why) {
     if (b->state == ST_LOST) return;
     enter(b);
     b->state = ST_LOST;
-    if (!b->errmsg[0]) snprintf(b->errmsg, sizeof b->errmsg, "%s", why ? why : "connection lost");
+    if (!b->errmsg) set_errmsg(b, why ? why : "connection lost");
     /* 1. our pending calls */
     size_t n = 0;
     pending **ps = b->pending.len ? malloc(b->pending.len * sizeof *ps) : NULL;
@@ -1712,18 +1915,6 @@ void pb_broker_connection_lost(pb_broker *b, const char *why) {
 
 /* The free lists and the pool (deferreds still out are freed when dropped). */
 static void free_recycled(pb_broker *b) {
-    while (b->call_free) {
-        pb_call *c = b->call_free;
-        b->call_free = c->nextfree;
-        free(c);
-    }
-    b->ncall_free = 0;
-    while (b->pending_free) {
-        pending *p = b->pending_free;
-        b->pending_free = p->nextfree;
-        free(p);
-    }
-    b->npending_free = 0;
     pb__dpool_close(b->dpool);
     b->dpool = NULL;
 }
@@ -1745,9 +1936,11 @@ static void really_free(pb_broker *b) {
     free(b->lost);
     pb_banana_dec_free(b->dec);
     pb_buf_free(&b->out);
+    free_errmsg(b);
     b->lv->b = NULL;
     live_unref(b->lv);
     free_recycled(b);
+    cfg_release(b->cfg);
     free(b);
 }
 
@@ -1763,13 +1956,14 @@ void pb_broker_free(pb_broker *b) {
 int pb_broker_is_connected(const pb_broker *b) { return b && connected(b); }
 
 pb_ref *pb_broker_root(pb_broker *b) {
+    if (b && !b->root_ref && b->state == ST_CONNECTED) b->root_ref = ref_new(b, 0, 1, NULL);
     return b && b->root_ref && b->state != ST_HANDSHAKE ? b->root_ref : NULL;
 }
 
 uint64_t pb_broker_on_lost(pb_broker *b, void (*fn)(void *ud), void *ud) {
     if (!b || !fn || b->state == ST_LOST) return 0;
     if (b->nlost == b->caplost) {
-        size_t cap = b->caplost ? b->caplost * 2 : 4;
+        size_t cap = b->caplost ? b->caplost * 2 : 1;
         lost_cb *l = realloc(b->lost, cap * sizeof *l);
         if (!l) return 0;
         b->lost = l;
@@ -1816,7 +2010,7 @@ void pb_broker_set_userdata(pb_broker *b, void *ud) {
     if (b) b->userdata = ud;
 }
 void *pb_broker_userdata(const pb_broker *b) { return b ? b->userdata : NULL; }
-const char *pb_broker_errmsg(const pb_broker *b) { return b ? b->errmsg : ""; }
+const char *pb_broker_errmsg(const pb_broker *b) { return b && b->errmsg ? b->errmsg : ""; }
 
 void pb_broker_get_stats(const pb_broker *b, pb_broker_stats *s) {
     if (!b || !s) return;
@@ -1829,7 +2023,10 @@ void pb_broker_get_stats(const pb_broker *b, pb_broker_stats *s) {
 /* ---------------------------------------------------- hooks for cache.c */
 
 pb__caches **pb__broker_caches(pb_broker *b) { return &b->caches; }
-const pb_broker_config *pb__broker_cfg(const pb_broker *b) { return &b->cfg; }
+void *pb__broker_cb_ud(const pb_broker *b, void (*fn)(pb_broker *, void *)) {
+    return b && b->cb.output_ready == fn ? b->cb.ud : NULL;
+}
+const pb_broker_config *pb__broker_cfg(const pb_broker *b) { return b->cfg; }
 uint64_t pb__broker_new_luid(pb_broker *b) { return ++b->next_luid; }
 void pb__broker_log(pb_broker *b, const char *msg) { logf_(b, "%s", msg); }
 

@@ -48,4 +48,8 @@ void pb__pool_arena_park(pb__dpool *p, pb_arena *a);
 int pb__args_bind(pb_arena *a, const char *sig, const char *qual, pb_value *args,
                   pb_value *kwargs, int bytes_keys_ok, pb_args *out, char *msg, size_t msgcap);
 
+/* broker.c: the ud of b's callbacks when its output_ready is fn, else
+ * NULL (how the transport finds the connection of a broker). */
+void *pb__broker_cb_ud(const pb_broker *b, void (*fn)(pb_broker *, void *));
+
 #endif

@@ -43,7 +43,7 @@ static inline void *kmap_get(const kmap *m, uint64_t k1, uint64_t k2) {
 /* 0, or -1 on allocation failure (the map is unchanged). */
 static inline int kmap_put(kmap *m, uint64_t k1, uint64_t k2, void *v) {
     if ((m->len + 1) * 4 > m->cap * 3) {
-        size_t cap = m->cap ? m->cap * 2 : 16;
+        size_t cap = m->cap ? m->cap * 2 : 4; /* most tables of a connection stay tiny */
         kmap_ent *ne = calloc(cap, sizeof *ne);
         if (!ne) return -1;
         kmap old = *m;

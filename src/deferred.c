@@ -13,9 +13,9 @@
 #include "pb/deferred.h"
 #include "arena_int.h"
 #include "broker_int.h"
+#include "tlcache_int.h"
 
 #define DPOOL_MAX 32               /* unused deferreds a pool keeps */
-#define DPOOL_ARENAS 8             /* unused arenas a pool keeps */
 #define DPOOL_ARENA_KEEP 16384u    /* arena bytes a parked deferred keeps */
 #define DPOOL_CBS_KEEP 8           /* callback slots a parked deferred keeps */
 
@@ -51,8 +51,6 @@ struct pb__dpool {
     int closed;
     pb_deferred *free;
     size_t nfree;
-    pb_arena *arenas[DPOOL_ARENAS];
-    size_t narenas;
 };
 
 pb__dpool *pb__dpool_new(void) {
@@ -81,13 +79,14 @@ void pb__dpool_close(pb__dpool *p) {
         really_free_deferred(d);
     }
     p->nfree = 0;
-    while (p->narenas) pb_arena_free(p->arenas[--p->narenas]);
     dpool_unref(p);
 }
 
+/* Empty arenas are shared by the thread's connections (tlcache.c), so an
+ * idle connection keeps none. */
 pb_arena *pb__pool_arena_get(pb__dpool *p) {
-    if (p && p->narenas) return p->arenas[--p->narenas];
-    return pb_arena_new(0);
+    (void)p;
+    return pb__tl_arena_get();
 }
 
 void pb__pool_arena_put(pb__dpool *p, pb_arena *a) {
@@ -97,13 +96,8 @@ void pb__pool_arena_put(pb__dpool *p, pb_arena *a) {
 }
 
 void pb__pool_arena_park(pb__dpool *p, pb_arena *a) {
-    if (!a) return;
-    if (p && !p->closed && p->narenas < DPOOL_ARENAS) {
-        pb__arena_set_limit(a, 0);
-        p->arenas[p->narenas++] = a;
-    } else {
-        pb_arena_free(a);
-    }
+    (void)p;
+    pb__tl_arena_put(a);
 }
 
 pb_deferred *pb__deferred_new_pooled(pb__dpool *p) {

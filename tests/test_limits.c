@@ -336,7 +336,7 @@ TEST(backpressure_bounds_a_peer_that_never_reads) {
         for (int i = 0; i < 10; i++) {
             CHECK(serves(&loop, &good));
             const uint8_t *d;
-            size_t held = pb_broker_output(pb_conn_broker(srv_hog), &d) + srv_hog->wlen;
+            size_t held = pb_broker_output(pb_conn_broker(srv_hog), &d) + pb__conn_write_pending(srv_hog);
             if (held > peak) peak = held;
         }
         CHECK(srv_hog->read_paused);

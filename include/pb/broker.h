@@ -213,6 +213,19 @@ pb_deferred *pb_ref_callf(pb_ref *r, const char *method, const char *fmt, ...);
 /** Fire-and-forget (pbanswer=0): 0 or a PB_E* code. */
 int pb_ref_send(pb_ref *r, const char *method, const pb_value *args, const pb_value *kwargs);
 
+/** Encode-once fan-out: pb_ref_send(refs[i], method, args, kwargs) for
+ * every i, but when args and kwargs hold no reference or local object
+ * (whose wire form differs per connection) they are jellied once per
+ * dialect and the same bytes are appended after each connection's own
+ * (message REQ OBJ NAME 0 ...) header; with references it falls back to
+ * one pb_ref_send per ref.  The bytes each connection gets are exactly
+ * what pb_ref_send would have queued.  refs may belong to different
+ * connections of the same thread; NULL entries fail with PB_EINVAL.
+ * Returns 0 when every send succeeded, else the first PB_E* code (the
+ * others were still attempted); *sent (may be NULL) gets the number sent. */
+int pb_ref_send_many(pb_ref *const *refs, size_t n, const char *method, const pb_value *args,
+                     const pb_value *kwargs, size_t *sent);
+
 /** Disconnect notification for a reference's connection. */
 typedef void (*pb_disconnect_fn)(pb_ref *r, void *ud);
 /** Call fn(r, ud) once when r's connection is lost: 0 or a PB_E*. */

@@ -10,6 +10,11 @@
  * created; pb_server_close() / pb_conn_close() start closing them and they
  * free themselves when libuv is done.  The uv_loop_t is the caller's.
  * Callbacks run on the loop's thread.
+ *
+ * SIGPIPE: the first listen or connect sets SIGPIPE to SIG_IGN if it is
+ * still at its default, so that a peer resetting its connection makes a
+ * write fail with EPIPE instead of killing the process (as Python does).
+ * A disposition the application chose itself is left alone.
  * (libuv's uv.h needs POSIX types: build with -D_GNU_SOURCE under -std=c11;
  * the pkg-config file adds it.)
  */

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "transport_int.h"
+#include "broker_int.h"
 
 #define PB_READ_BUF_SIZE 65536
 #define PB_LINGER_MS 2000          /* graceful close: how long to wait for output to drain */
@@ -36,12 +37,24 @@ struct pb_uvctx {
     uv_loop_t *loop;
     uv_check_t check;
     uv_idle_t idle;
+    uv_timer_t timer;       /* set for the earliest deadline in heap */
+    pb_conn **heap;         /* connections with a deadline, min-heap on armed_deadline */
+    size_t nheap, capheap;
+    uint64_t timer_at;      /* what timer is set for (UINT64_MAX: stopped) */
     pb_conn *whead;         /* connections with output to flush */
     unsigned refs;
     int active;             /* check + idle started */
     int closing;            /* handle close callbacks outstanding */
     pb_uvctx *next;
 };
+
+/* A write that the kernel did not take at once: the request and a copy of
+ * the bytes, in one allocation, only while it is in flight. */
+typedef struct pb_wreq {
+    uv_write_t req;
+    size_t len;
+    uint8_t data[];
+} pb_wreq;
 
 static _Thread_local pb_uvctx *g_ctxs;
 static _Thread_local char g_rbuf[PB_READ_BUF_SIZE];
@@ -65,6 +78,105 @@ static void ctx_flush_all(pb_uvctx *x) {
 }
 
 static void on_check(uv_check_t *h) { ctx_flush_all(h->data); }
+
+/* ------------------------------------------------------- per-loop timers */
+
+static void on_conn_timer(pb_conn *c);
+
+static void heap_set(pb_uvctx *x, size_t i, pb_conn *c) {
+    x->heap[i] = c;
+    c->hidx = (uint32_t)(i + 1);
+}
+
+static void heap_up(pb_uvctx *x, size_t i) {
+    pb_conn *c = x->heap[i];
+    while (i && x->heap[(i - 1) / 2]->armed_deadline > c->armed_deadline) {
+        heap_set(x, i, x->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(x, i, c);
+}
+
+static void heap_down(pb_uvctx *x, size_t i) {
+    pb_conn *c = x->heap[i];
+    for (;;) {
+        size_t k = 2 * i + 1;
+        if (k >= x->nheap) break;
+        if (k + 1 < x->nheap && x->heap[k + 1]->armed_deadline < x->heap[k]->armed_deadline) k++;
+        if (x->heap[k]->armed_deadline >= c->armed_deadline) break;
+        heap_set(x, i, x->heap[k]);
+        i = k;
+    }
+    heap_set(x, i, c);
+}
+
+static void on_ctx_timer(uv_timer_t *t);
+
+/* Point the loop's timer at the earliest deadline. */
+static void ctx_rearm(pb_uvctx *x) {
+    uint64_t dl = x->nheap ? x->heap[0]->armed_deadline : UINT64_MAX;
+    if (dl == x->timer_at) return;
+    x->timer_at = dl;
+    if (dl == UINT64_MAX) {
+        uv_timer_stop(&x->timer);
+        return;
+    }
+    uint64_t now = uv_now(x->loop);
+    uv_timer_start(&x->timer, on_ctx_timer, dl > now ? dl - now : 0, 0);
+}
+
+static void ctimer_remove(pb_conn *c) {
+    pb_uvctx *x = c->ctx;
+    if (!c->hidx) return;
+    size_t i = c->hidx - 1;
+    c->hidx = 0;
+    pb_conn *last = x->heap[--x->nheap];
+    if (i < x->nheap) {
+        heap_set(x, i, last);
+        heap_up(x, i);
+        heap_down(x, last->hidx - 1);
+    }
+}
+
+/* Call on_conn_timer(c) at loop time dl (UINT64_MAX: never). */
+static void ctimer_set(pb_conn *c, uint64_t dl) {
+    pb_uvctx *x = c->ctx;
+    if (c->hidx && c->armed_deadline == dl) return;
+    ctimer_remove(c);
+    c->armed_deadline = dl;
+    if (dl != UINT64_MAX) {
+        if (x->nheap == x->capheap) {
+            size_t cap = x->capheap ? x->capheap * 2 : 64;
+            pb_conn **h = realloc(x->heap, cap * sizeof *h);
+            if (!h) { /* no memory: the deadline is missed; try at the next arm */
+                c->armed_deadline = UINT64_MAX;
+                return;
+            }
+            x->heap = h;
+            x->capheap = cap;
+        }
+        heap_set(x, x->nheap++, c);
+        heap_up(x, x->nheap - 1);
+    }
+    ctx_rearm(x);
+}
+
+static void ctimer_start(pb_conn *c, uint64_t ms) { ctimer_set(c, uv_now(c->loop) + ms); }
+static void ctimer_stop(pb_conn *c) { ctimer_set(c, UINT64_MAX); }
+
+static void on_ctx_timer(uv_timer_t *t) {
+    pb_uvctx *x = t->data;
+    x->timer_at = UINT64_MAX;
+    uint64_t now = uv_now(x->loop);
+    while (x->nheap && x->heap[0]->armed_deadline <= now) {
+        pb_conn *c = x->heap[0];
+        ctimer_remove(c);
+        c->armed_deadline = UINT64_MAX;
+        on_conn_timer(c); /* may re-arm c, close others (never frees a conn here) */
+    }
+    ctx_rearm(x);
+}
+
 static void on_idle(uv_idle_t *h) { ctx_flush_all(h->data); }
 
 static pb_uvctx *ctx_get(uv_loop_t *loop) {
@@ -78,10 +190,13 @@ static pb_uvctx *ctx_get(uv_loop_t *loop) {
     x->loop = loop;
     uv_check_init(loop, &x->check);
     uv_idle_init(loop, &x->idle);
-    x->check.data = x->idle.data = x;
+    uv_timer_init(loop, &x->timer);
+    x->check.data = x->idle.data = x->timer.data = x;
+    x->timer_at = UINT64_MAX;
     /* They never keep a loop alive on their own: connections do. */
     uv_unref((uv_handle_t *)&x->check);
     uv_unref((uv_handle_t *)&x->idle);
+    uv_unref((uv_handle_t *)&x->timer);
     x->refs = 1;
     x->next = g_ctxs;
     g_ctxs = x;
@@ -90,7 +205,10 @@ static pb_uvctx *ctx_get(uv_loop_t *loop) {
 
 static void ctx_closed(uv_handle_t *h) {
     pb_uvctx *x = h->data;
-    if (--x->closing == 0) free(x);
+    if (--x->closing == 0) {
+        free(x->heap);
+        free(x);
+    }
 }
 
 static void ctx_release(pb_uvctx *x) {
@@ -100,9 +218,10 @@ static void ctx_release(pb_uvctx *x) {
             *p = x->next;
             break;
         }
-    x->closing = 2;
+    x->closing = 3;
     uv_close((uv_handle_t *)&x->check, ctx_closed);
     uv_close((uv_handle_t *)&x->idle, ctx_closed);
+    uv_close((uv_handle_t *)&x->timer, ctx_closed);
 }
 
 static void wlist_remove(pb_conn *c) {
@@ -129,65 +248,12 @@ static void schedule_flush(pb_conn *c) {
     }
 }
 
-/* ------------------------------------------------------ broker -> conn map */
+/* ------------------------------------------------------ broker -> conn */
 
-static _Thread_local pb_conn **g_map;
-static _Thread_local size_t g_map_cap, g_map_n;
+static void cb_output_ready(pb_broker *b, void *ud);
 
-static size_t map_slot(const void *p, size_t cap) {
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 29;
-    x *= 0x9E3779B97F4A7C15ull;
-    return (size_t)(x >> 32) & (cap - 1);
-}
-
-static int map_add(pb_conn *c) {
-    if (g_map_n >= g_map_cap) {
-        size_t ncap = g_map_cap ? g_map_cap * 2 : 64;
-        pb_conn **nm = calloc(ncap, sizeof *nm);
-        if (!nm) return PB_ENOMEM;
-        for (size_t i = 0; i < g_map_cap; i++) {
-            pb_conn *e = g_map[i];
-            while (e) {
-                pb_conn *next = e->hnext;
-                size_t s = map_slot(e->broker, ncap);
-                e->hnext = nm[s];
-                nm[s] = e;
-                e = next;
-            }
-        }
-        free(g_map);
-        g_map = nm;
-        g_map_cap = ncap;
-    }
-    size_t s = map_slot(c->broker, g_map_cap);
-    c->hnext = g_map[s];
-    g_map[s] = c;
-    g_map_n++;
-    return 0;
-}
-
-static void map_remove(pb_conn *c) {
-    if (!g_map_cap || !c->broker) return;
-    for (pb_conn **p = &g_map[map_slot(c->broker, g_map_cap)]; *p; p = &(*p)->hnext)
-        if (*p == c) {
-            *p = c->hnext;
-            c->hnext = NULL;
-            if (--g_map_n == 0) {
-                free(g_map);
-                g_map = NULL;
-                g_map_cap = 0;
-            }
-            return;
-        }
-}
-
-pb_conn *pb_conn_of(pb_broker *b) {
-    if (!b || !g_map_cap) return NULL;
-    for (pb_conn *e = g_map[map_slot(b, g_map_cap)]; e; e = e->hnext)
-        if (e->broker == b) return e;
-    return NULL;
-}
+/* A broker made here has our callbacks, and its ud is the connection. */
+pb_conn *pb_conn_of(pb_broker *b) { return pb__broker_cb_ud(b, cb_output_ready); }
 
 /* ------------------------------------------------------------- lifecycle */
 
@@ -212,15 +278,10 @@ pb_conn *pb__conn_alloc(uv_loop_t *loop, int is_tcp, pb_errbuf *err) {
         pb_err_set(err, PB_EIO, "cannot create socket: %s", uv_strerror(rc));
         return NULL;
     }
-    uv_timer_init(loop, &c->timer);
     c->io.handle.data = c;
-    c->timer.data = c;
-    c->wreq.data = c;
-    c->creq.data = c;
-    c->pending_handles = 2;
+    c->pending_handles = 1;
     c->armed_deadline = UINT64_MAX;
     c->state = CONN_CONNECTING;
-    pb_broker_config_default(&c->cfg);
     return c;
 }
 
@@ -235,13 +296,14 @@ static void conn_final(pb_conn *c) {
             c->on_connect(NULL, c->close_code ? c->close_code : PB_ECLOSED, why, c->ud);
         }
     }
-    map_remove(c);
     if (c->broker) pb_broker_free(c->broker);
     c->broker = NULL;
     if (c->server) pb__server_conn_gone(c->server, c);
     ctx_release(c->ctx);
     pb__tls_free(c);
-    free(c->wbuf);
+    free(c->wreq);
+    free(c->creq);
+    free(c->own_cfg);
     free(c->close_why);
     free(c);
 }
@@ -259,8 +321,8 @@ void pb__conn_discard(pb_conn *c) {
     c->on_lost = NULL;
     c->closing = 1;
     c->handles_closed = 1;
+    ctimer_stop(c);
     uv_close(&c->io.handle, on_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 
 static void finish_close(pb_conn *c) {
@@ -268,11 +330,9 @@ static void finish_close(pb_conn *c) {
     c->handles_closed = 1;
     c->lingering = 0;
     wlist_remove(c);
+    ctimer_stop(c);
     uv_close(&c->io.handle, on_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
-
-static void on_timer(uv_timer_t *t);
 
 void pb__conn_close(pb_conn *c, int code, const char *why, int graceful) {
     if (c->closing) return;
@@ -289,8 +349,7 @@ void pb__conn_close(pb_conn *c, int code, const char *why, int graceful) {
         /* Like Twisted's loseConnection: what is queued still goes out. */
         if (c->tls) pb__tls_shutdown(c); /* then TLS close_notify */
         c->lingering = 1;
-        c->armed_deadline = UINT64_MAX;
-        uv_timer_start(&c->timer, on_timer, PB_LINGER_MS, 0);
+        ctimer_start(c, PB_LINGER_MS);
         conn_flush(c); /* closes at once when nothing is pending */
         return;
     }
@@ -318,19 +377,10 @@ static void arm_timer(pb_conn *c) {
     }
     if (c->broker) dl = pb_broker_next_deadline(c->broker);
     if (c->idle_ms && c->idle_deadline < dl) dl = c->idle_deadline;
-    if (dl == c->armed_deadline) return;
-    c->armed_deadline = dl;
-    if (dl == UINT64_MAX) {
-        uv_timer_stop(&c->timer);
-        return;
-    }
-    uint64_t now = uv_now(c->loop);
-    uv_timer_start(&c->timer, on_timer, dl > now ? dl - now : 0, 0);
+    ctimer_set(c, dl);
 }
 
-static void on_timer(uv_timer_t *t) {
-    pb_conn *c = t->data;
-    c->armed_deadline = UINT64_MAX;
+static void on_conn_timer(pb_conn *c) {
     if (c->lingering) { /* output did not drain in time */
         finish_close(c);
         return;
@@ -367,11 +417,12 @@ static void on_timer(uv_timer_t *t) {
 
 static void update_read_state(pb_conn *c);
 
+size_t pb__conn_write_pending(const pb_conn *c) { return c && c->wreq ? c->wreq->len : 0; }
+
 static void on_write(uv_write_t *req, int status) {
     pb_conn *c = req->data;
-    free(c->wbuf);
-    c->wbuf = NULL;
-    c->wlen = 0;
+    free(c->wreq);
+    c->wreq = NULL;
     c->writing = 0;
     if (status < 0) {
         if (status == UV_ECANCELED || c->handles_closed) return;
@@ -411,22 +462,22 @@ static void conn_flush(pb_conn *c) {
             }
             /* The kernel is full: hand the rest to libuv from our own copy. */
             size_t rest = n - (size_t)r;
-            uint8_t *copy = malloc(rest);
-            if (!copy) {
+            pb_wreq *w = rest <= SIZE_MAX - sizeof *w ? malloc(sizeof *w + rest) : NULL;
+            if (!w) {
                 pb__conn_close(c, PB_ENOMEM, "out of memory", 0);
                 return;
             }
-            memcpy(copy, data + r, rest);
+            memcpy(w->data, data + r, rest);
+            w->len = rest;
+            w->req.data = c;
             if (c->tls) pb__tls_consume(c, n);
             else pb_broker_output_consume(c->broker, n);
-            c->wbuf = copy;
-            c->wlen = rest;
-            uv_buf_t wb = uv_buf_init((char *)copy, (unsigned)rest);
-            int wr = uv_write(&c->wreq, &c->io.stream, &wb, 1, on_write);
+            c->wreq = w;
+            uv_buf_t wb = uv_buf_init((char *)w->data, (unsigned)rest);
+            int wr = uv_write(&w->req, &c->io.stream, &wb, 1, on_write);
             if (wr < 0) {
-                free(c->wbuf);
-                c->wbuf = NULL;
-                c->wlen = 0;
+                free(c->wreq);
+                c->wreq = NULL;
                 if (c->lingering) finish_close(c);
                 else conn_uv_error(c, wr, "write to");
                 return;
@@ -489,8 +540,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
  * this peer (or our write in flight is that big), resume once drained. */
 static void update_read_state(pb_conn *c) {
     if (c->closing || !c->broker || c->state < CONN_HANDSHAKE) return;
-    size_t lim = c->cfg.max_output ? c->cfg.max_output : PB_DEFAULT_MAX_OUTPUT;
-    int pause = pb_broker_want_read_paused(c->broker) || (c->writing && c->wlen >= lim);
+    size_t lim = c->cfg && c->cfg->max_output ? c->cfg->max_output : PB_DEFAULT_MAX_OUTPUT;
+    int pause = pb_broker_want_read_paused(c->broker) ||
+                (c->writing && c->wreq && c->wreq->len >= lim);
     if (pause && c->reading) {
         uv_read_stop(&c->io.stream);
         c->reading = 0;
@@ -522,8 +574,7 @@ static void cb_connected(pb_broker *b, void *ud) {
     c->state = CONN_UP;
     c->ever_up = 1;
     c->connect_timeout_ms = 0;
-    c->armed_deadline = 0; /* force re-arming for the broker's deadlines */
-    uv_timer_stop(&c->timer);
+    ctimer_stop(c); /* the connect timeout; now the broker's deadlines */
     arm_timer(c);
     if (!c->server && c->on_connect) c->on_connect(c, 0, NULL, c->ud);
 }
@@ -545,7 +596,9 @@ static void cb_log(pb_broker *b, const char *msg, void *ud) {
 /* Make the broker and start PB: at once on plain sockets, once the TLS
  * handshake is done with TLS. */
 static int conn_start_broker(pb_conn *c) {
-    pb_broker_config cfg = c->cfg;
+    pb_broker_config cfg;
+    if (c->cfg) cfg = *c->cfg;
+    else pb_broker_config_default(&cfg);
     cfg.is_server = c->server != NULL;
     pb_broker_callbacks cb = {
         .ud = c,
@@ -556,11 +609,7 @@ static int conn_start_broker(pb_conn *c) {
         .now_ms = cb_now_ms,
     };
     c->broker = pb_broker_new(&cfg, &cb, NULL);
-    if (!c->broker || map_add(c) < 0) {
-        if (c->broker) {
-            pb_broker_free(c->broker);
-            c->broker = NULL;
-        }
+    if (!c->broker) {
         pb__conn_close(c, PB_ENOMEM, "out of memory", 0);
         return PB_ENOMEM;
     }
@@ -606,7 +655,7 @@ int pb__conn_start(pb_conn *c, int is_server, pb_root_fn root, void *ud) {
         int brc = conn_start_broker(c);
         if (brc < 0) return brc;
     } else if (c->server && c->connect_timeout_ms) { /* TLS handshake deadline */
-        uv_timer_start(&c->timer, on_timer, c->connect_timeout_ms, 0);
+        ctimer_start(c, c->connect_timeout_ms);
     }
     int rc = uv_read_start(&c->io.stream, on_alloc, on_read);
     if (rc < 0) {
@@ -698,6 +747,8 @@ int pb__resolve(uv_loop_t *loop, const char *host, int port, struct sockaddr_sto
 
 static void on_connected(uv_connect_t *req, int status) {
     pb_conn *c = req->data;
+    free(c->creq);
+    c->creq = NULL;
     if (c->closing) return; /* the close path reports */
     if (status < 0) {
         char msg[200];
@@ -711,9 +762,15 @@ static void on_connected(uv_connect_t *req, int status) {
 static int start_tcp_connect(pb_conn *c, const struct sockaddr_storage *ss, pb_errbuf *err) {
     pb__format_addr((const struct sockaddr *)ss, c->peer, sizeof c->peer);
     c->state = CONN_CONNECTING;
-    int rc = uv_tcp_connect(&c->creq, &c->io.tcp, (const struct sockaddr *)ss, on_connected);
-    if (rc < 0)
+    if (!c->creq && !(c->creq = malloc(sizeof *c->creq)))
+        return pb_err_set(err, PB_ENOMEM, "out of memory");
+    c->creq->data = c;
+    int rc = uv_tcp_connect(c->creq, &c->io.tcp, (const struct sockaddr *)ss, on_connected);
+    if (rc < 0) {
+        free(c->creq);
+        c->creq = NULL;
         return pb_err_set(err, PB_EIO, "cannot connect to %s: %s", c->peer, uv_strerror(rc));
+    }
     return 0;
 }
 
@@ -758,7 +815,12 @@ int pb__connect(uv_loop_t *loop, const char *host, int port, const char *unix_pa
     }
     pb_conn *c = pb__conn_alloc(loop, unix_path == NULL, err);
     if (!c) return err ? err->code : PB_ENOMEM;
-    c->cfg = opts->broker;
+    if (!(c->own_cfg = malloc(sizeof *c->own_cfg))) {
+        pb__conn_discard(c);
+        return pb_err_set(err, PB_ENOMEM, "out of memory");
+    }
+    *c->own_cfg = opts->broker;
+    c->cfg = c->own_cfg;
     c->on_connect = on_connect;
     c->on_lost = on_lost;
     c->ud = ud;
@@ -793,7 +855,12 @@ int pb__connect(uv_loop_t *loop, const char *host, int port, const char *unix_pa
     if (unix_path) {
         snprintf(c->peer, sizeof c->peer, "unix:%s", unix_path);
         c->state = CONN_CONNECTING;
-        uv_pipe_connect(&c->creq, &c->io.pipe, unix_path, on_connected);
+        if (!(c->creq = malloc(sizeof *c->creq))) {
+            pb__conn_discard(c);
+            return pb_err_set(err, PB_ENOMEM, "out of memory");
+        }
+        c->creq->data = c;
+        uv_pipe_connect(c->creq, &c->io.pipe, unix_path, on_connected);
     } else {
         struct sockaddr_storage ss;
         if (numeric_addr(host, port, &ss)) {
@@ -826,18 +893,20 @@ int pb__connect(uv_loop_t *loop, const char *host, int port, const char *unix_pa
             c->pending_handles++;
         }
     }
-    uv_timer_start(&c->timer, on_timer, c->connect_timeout_ms, 0);
+    ctimer_start(c, c->connect_timeout_ms);
     if (out) *out = c;
     return 0;
 }
 
 int pb_connect_tcp(uv_loop_t *loop, const char *host, int port, const pb_client_opts *opts,
                    pb_connect_fn on_connect, pb_lost_fn on_lost, void *ud, pb_errbuf *err) {
+    pb__ignore_sigpipe();
     return pb__connect(loop, host, port, NULL, opts, on_connect, on_lost, ud, NULL, err);
 }
 
 int pb_connect_unix(uv_loop_t *loop, const char *path, const pb_client_opts *opts,
                     pb_connect_fn on_connect, pb_lost_fn on_lost, void *ud, pb_errbuf *err) {
+    pb__ignore_sigpipe();
     if (!path || !*path) return pb_err_set(err, PB_EINVAL, "connect: empty path");
     return pb__connect(loop, NULL, 0, path, opts, on_connect, on_lost, ud, NULL, err);
 }

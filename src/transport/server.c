@@ -154,7 +154,7 @@ static void on_connection(uv_stream_t *ls, int status) {
     }
     c->idle_ms = s->opts.idle_timeout_ms;
     c->server = s;
-    c->cfg = s->opts.broker;
+    c->cfg = &s->opts.broker;
     c->keepalive_s = s->opts.tcp_keepalive_s;
     c->snext = s->conns;
     if (s->conns) s->conns->sprev = c;
@@ -197,6 +197,7 @@ static void on_failed_server_closed(uv_handle_t *h) {
 
 int pb_listen_tcp(uv_loop_t *loop, const char *host, int port, const pb_server_opts *opts,
                   pb_root_fn root, void *ud, pb_server **out, pb_errbuf *err) {
+    pb__ignore_sigpipe();
     if (!loop || !out || port < 0 || port > 65535)
         return pb_err_set(err, PB_EINVAL, "listen: bad arguments");
     struct sockaddr_storage ss;
@@ -224,6 +225,7 @@ int pb_listen_tcp(uv_loop_t *loop, const char *host, int port, const pb_server_o
 
 int pb_listen_unix(uv_loop_t *loop, const char *path, const pb_server_opts *opts,
                    pb_root_fn root, void *ud, pb_server **out, pb_errbuf *err) {
+    pb__ignore_sigpipe();
     if (!loop || !out || !path || !*path)
         return pb_err_set(err, PB_EINVAL, "listen: bad arguments");
     pb_server *s = server_new(loop, opts, root, ud, 0);

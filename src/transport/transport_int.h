@@ -29,14 +29,18 @@ struct pb_conn {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } io;
-    uv_timer_t timer;           /* broker deadlines; connect timeout; close linger */
-    uv_write_t wreq;
-    uv_connect_t creq;
+    /* Deadlines (broker deadlines, connect timeout, close linger, idle
+     * timeout) live in the loop's timer heap (pb_uvctx), not in a
+     * uv_timer_t per connection: armed_deadline is the key, hidx the
+     * position (+1; 0: not in the heap). */
+    struct pb_wreq *wreq;       /* the write in flight (owned), or NULL */
+    uv_connect_t *creq;         /* client: the connect in flight (owned), or NULL */
     uv_loop_t *loop;
     pb_uvctx *ctx;
     pb_broker *broker;
     struct pb_server *server;   /* accepting side; NULL for clients */
-    pb_broker_config cfg;
+    const pb_broker_config *cfg; /* the server's, or own_cfg */
+    pb_broker_config *own_cfg;  /* client: a copy of the caller's settings */
 
     /* client side */
     pb_connect_fn on_connect;
@@ -47,12 +51,10 @@ struct pb_conn {
     int port;                   /* while resolving */
     int keepalive_s;
 
-    /* write state */
-    uint8_t *wbuf;              /* bytes of the write in flight (owned) */
-    size_t wlen;
     pb_conn *wnext, *wprev;     /* in the loop's flush list */
 
     uint64_t armed_deadline;    /* what the timer is set for (UINT64_MAX: stopped) */
+    uint32_t hidx;              /* position in the loop's timer heap + 1; 0: none */
     int state;                  /* enum conn_state */
     unsigned is_tcp : 1, writing : 1, in_wlist : 1, read_paused : 1, reading : 1,
         closing : 1, lingering : 1, handles_closed : 1, ever_up : 1;
@@ -71,12 +73,13 @@ struct pb_conn {
     uint64_t idle_deadline;     /* when the timer next looks at last_io */
 
     pb_conn *snext, *sprev;     /* in the server's list */
-    pb_conn *hnext;             /* broker -> conn map chain */
-    char peer[112];
+    char peer[64];              /* "1.2.3.4:5", "[::1]:5", "unix:PATH" (long paths cut) */
 };
 
 /* conn.c */
 pb_conn *pb__conn_alloc(uv_loop_t *loop, int is_tcp, pb_errbuf *err);
+/* Bytes of the write in flight (copied out of the broker), 0 if none. */
+size_t pb__conn_write_pending(const pb_conn *c);
 /* Discard a conn whose handles were never initialised (setup failure). */
 void pb__conn_discard(pb_conn *c);
 /* The socket is connected: set options, make the broker, start reading.
@@ -133,5 +136,8 @@ void pb__tls_shutdown(pb_conn *c);
 int pb__tls_handshake_done(const pb_conn *c);
 const char *pb__tls_subject(const pb_conn *c);
 void pb__tls_free(pb_conn *c);
+
+/* Set SIGPIPE to SIG_IGN if it is still at its default (signal.c). */
+void pb__ignore_sigpipe(void);
 
 #endif

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# scale.sh [BUILD_DIR] - the scale figures, C server side by side with
+# Twisted's (bench/benchserver_twisted.py) where Twisted can run them:
+#   1. N concurrent logged-in connections (default N=100000; Twisted:
+#      TW_N=10000): count, time to open, server RSS per connection, and one
+#      group message that every connection must receive;
+#   2. fan-out to 1,000 and 10,000 group members (deliveries/s);
+#   3. pipelined echo calls/s (100 in flight) and the raw C TCP ping-pong
+#      (bench_rpc raw) over loopback for scale.
+# A process holds at most RLIMIT_NOFILE's hard limit of sockets (raising it
+# needs CAP_SYS_RESOURCE): when N does not fit, the connections are spread
+# over K benchserver processes (K bench_connections clients, one per
+# server), and RSS per connection is the sum of the servers' RSS growth
+# over the sum of connections.  Loopback only; bounded (< 10 min); stops
+# by itself.  Env: N, TW_N, SKIP_TWISTED=1.
+set -u
+cd "$(dirname "$0")/.."
+build=${1:-build}
+bin=$build/bin
+PY=/usr/bin/python3
+N=${N:-100000}
+TW_N=${TW_N:-10000}
+tmp=$(mktemp -d /tmp/pb-scale.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+for b in benchserver bench_connections benchclient bench_rpc; do
+    [ -x "$bin/$b" ] || { echo "build first: $bin/$b missing" >&2; exit 1; }
+done
+
+# start NAME CMD... : start a server in the background; sets $port and $spid
+start() {
+    local name=$1
+    shift
+    "$@" --port 0 >"$tmp/$name.out" 2>&1 &
+    spid=$!
+    pids+=("$spid")
+    port=""
+    for _ in $(seq 100); do
+        port=$(grep -o 'listening on [^ ]*:[0-9]*' "$tmp/$name.out" | grep -o '[0-9]*$' | head -n1)
+        [ -n "$port" ] && return 0
+        sleep 0.1
+    done
+    echo "$name did not start:" >&2
+    cat "$tmp/$name.out" >&2
+    return 1
+}
+stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+val() { sed -n "s/^RESULT [^ ]* $2 //p" "$1" | head -n1; } # FILE METRIC
+
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] && hard=1048576
+per=$((hard - 200))
+K=$(((N + per - 1) / per))
+echo "== 1. concurrent logged-in connections (anonymous login with a mind, getGroup, one group message)"
+echo "   RLIMIT_NOFILE hard limit $hard: $N connections over $K server process(es)"
+t0=$(date +%s.%N)
+cpids=()
+for k in $(seq 0 $((K - 1))); do
+    cnt=$((N / K + (k < N % K ? 1 : 0)))
+    start "c$k" "$bin/benchserver" || exit 1
+    timeout 300 "$bin/bench_connections" --port "$port" --count "$cnt" --server-pid "$spid" \
+        --bind-base "127.$((k + 1)).0.1" --label "c$k" --timeout 240 >"$tmp/conn$k.res" 2>"$tmp/conn$k.err" &
+    cpids+=($!)
+done
+fail=0
+for p in "${cpids[@]}"; do wait "$p" || fail=1; done
+t1=$(date +%s.%N)
+conns=0; grow=0; deliv=0; open=0
+for k in $(seq 0 $((K - 1))); do
+    f=$tmp/conn$k.res
+    c=$(val "$f" connections); d=$(val "$f" delivered); o=$(val "$f" open_s)
+    b=$(val "$f" server_rss_before_kb); a=$(val "$f" server_rss_after_kb)
+    conns=$(awk -v x="$conns" -v y="${c:-0}" 'BEGIN{print x+y}')
+    deliv=$(awk -v x="$deliv" -v y="${d:-0}" 'BEGIN{print x+y}')
+    grow=$(awk -v x="$grow" -v a="${a:-0}" -v b="${b:-0}" 'BEGIN{print x+a-b}')
+    open=$(awk -v x="$open" -v y="${o:-0}" 'BEGIN{print (y>x)?y:x}')
+    head -c 300 "$tmp/conn$k.err"
+done
+for p in "${pids[@]}"; do stop "$p"; done
+pids=()
+c_rss=$(awk -v g="$grow" -v n="$conns" 'BEGIN{ if (n>0) printf "%.0f", g*1024/n; else print "-" }')
+printf '   libpb:   %s of %s connected in %.1f s (%s processes), %s received the message, server RSS %s bytes/connection%s\n' \
+    "$conns" "$N" "$open" "$K" "$deliv" "$c_rss" "$([ $fail = 0 ] || echo ' (FAILURES)')"
+if [ -z "${SKIP_TWISTED:-}" ]; then
+    if start tw $PY bench/benchserver_twisted.py; then
+        timeout 300 "$bin/bench_connections" --port "$port" --count "$TW_N" --server-pid "$spid" \
+            --concurrency 64 --label tw --timeout 240 >"$tmp/tw.res" 2>"$tmp/tw.err"
+        stop "$spid"
+        f=$tmp/tw.res
+        tw_rss=$(val "$f" server_rss_per_conn_bytes)
+        printf '   Twisted: %s of %s connected in %s s, %s received the message, server RSS %.0f bytes/connection\n' \
+            "$(val "$f" connections)" "$TW_N" "$(val "$f" open_s)" "$(val "$f" delivered)" "${tw_rss:-0}"
+        head -c 300 "$tmp/tw.err"
+    fi
+fi
+
+echo "== 2. fan-out (one sender, every member's mind gets each message)"
+for m in 1000 10000; do
+    msgs=$((m == 1000 ? 20 : 5))
+    start c "$bin/benchserver" || exit 1
+    c=$(timeout 120 "$bin/benchclient" --port "$port" --calls 0 --logins 0 --members $m --messages $msgs --label c |
+        sed -n 's/^RESULT c fanout_deliveries_per_s //p')
+    stop "$spid"
+    t="-"
+    if [ -z "${SKIP_TWISTED:-}" ] && start tw $PY bench/benchserver_twisted.py; then
+        t=$(timeout 150 "$bin/benchclient" --port "$port" --calls 0 --logins 0 --members $m --messages $msgs --label t |
+            sed -n 's/^RESULT t fanout_deliveries_per_s //p')
+        stop "$spid"
+    fi
+    printf '   %5d members x %2d messages: libpb %12s deliveries/s   Twisted %12s deliveries/s\n' "$m" "$msgs" "${c:--}" "${t:--}"
+done
+
+echo "== 3. pipelined echo calls/s (100 in flight, one connection) and raw loopback ping-pong"
+start c "$bin/benchserver" || exit 1
+c=$(timeout 60 "$bin/benchclient" --port "$port" --calls 20000 --logins 0 --members 0 --label c |
+    sed -n 's/^RESULT c echo_pipelined100_calls_per_s //p')
+stop "$spid"
+t="-"
+if [ -z "${SKIP_TWISTED:-}" ] && start tw $PY bench/benchserver_twisted.py; then
+    sleep 1 # (one run saw Twisted refuse the first connect here)
+    t=$(timeout 60 "$bin/benchclient" --port "$port" --calls 20000 --logins 0 --members 0 --label t |
+        sed -n 's/^RESULT t echo_pipelined100_calls_per_s //p')
+    stop "$spid"
+fi
+"$bin/bench_rpc" raw-server --host 127.0.0.1 --port 0 >"$tmp/raw.out" 2>&1 &
+rpid=$!
+pids+=("$rpid")
+rport=""
+for _ in $(seq 50); do
+    rport=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$tmp/raw.out" | head -n1)
+    [ -n "$rport" ] && break
+    sleep 0.1
+done
+raw=$(timeout 30 "$bin/bench_rpc" raw-client --host 127.0.0.1 --port "$rport" --seconds 2 --depth 100 --size 41 2>/dev/null |
+    grep '^RESULT' | grep -o 'pipe_per_s=[0-9.]*' | cut -d= -f2)
+stop "$rpid"
+printf '   libpb %s calls/s   Twisted %s calls/s   raw C TCP 41-byte ping-pong %s round trips/s\n' "${c:--}" "${t:--}" "${raw:--}"
+printf '   (whole run %.0f s for section 1; %s CPUs)\n' "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$(nproc)"
+[ "$fail" = 0 ]
