@@ -1263,9 +1263,12 @@ int pb_call_return_deferred(pb_call *call, pb_deferred *d) {
 
 static const pb_method *find_method(const pb_class *cls, const char *name, int view) {
     if (!cls || !cls->methods) return NULL;
-    for (const pb_method *m = cls->methods; m->name; m++)
+    const pb_method *any = NULL; /* a "*" entry takes every name not listed */
+    for (const pb_method *m = cls->methods; m->name; m++) {
         if (!strcmp(m->name, name)) return (view ? m->view != NULL : m->fn != NULL) ? m : NULL;
-    return NULL;
+        if (!any && !strcmp(m->name, "*")) any = m;
+    }
+    return any && (view ? any->view != NULL : any->fn != NULL) ? any : NULL;
 }
 
 /* Twisted's repr of an object id for KeyError texts. */

@@ -474,6 +474,30 @@ TEST(an_unknown_method_answers_NoSuchMethod_and_a_returned_code_becomes_a_failur
     pair_free(&s, &c);
 }
 
+/* An object whose table ends in "*" answers every name with that name. */
+static int any_method(pb_call *c, void *self, const pb_args *a) {
+    (void)self, (void)a;
+    return pb_call_return(c, pb_strz(pb_call_arena(c), pb_call_method(c)));
+}
+static const pb_method any_methods[] = {{"known", "", root_fast, NULL}, {"*", NULL, any_method, NULL},
+                                        {NULL, NULL, NULL, NULL}};
+static const pb_class any_class = {"Any", PB_REFERENCEABLE, any_methods, NULL};
+
+TEST(a_star_entry_takes_every_method_not_listed) {
+    init_objects();
+    pb_object any;
+    pb_object_init(&any, &any_class);
+    side s, c;
+    pair_up(&s, &c, &any, NULL);
+    got g;
+    watch(pb_ref_callf(pb_broker_root(c.b), "whatever", "s", "x"), &g);
+    pump(&s, &c);
+    CHECK(!g.failed && g.v && pb_value_is(g.v, "whatever"));
+    got_free(&g);
+    pair_free(&s, &c);
+    pb_object_unref(&any);
+}
+
 static size_t put_msg(pb_buf *o, int64_t req, int64_t luid, const char *objname, const char *name) {
     size_t before = o->len;
     pb_banana_put_list(o, 7);
@@ -1204,6 +1228,7 @@ int main(void) {
     RUN(keyword_arguments_bind_by_name_with_text_or_bytes_keys);
     RUN(a_signature_mismatch_answers_TypeError_and_never_runs_the_handler);
     RUN(an_unknown_method_answers_NoSuchMethod_and_a_returned_code_becomes_a_failure);
+    RUN(a_star_entry_takes_every_method_not_listed);
     RUN(a_forged_object_id_answers_Invalid_Object_ID_and_the_connection_stays_usable);
     RUN(a_referenceable_sent_comes_back_as_the_same_local_object);
     RUN(a_remote_reference_sent_back_arrives_as_the_original_local_object);

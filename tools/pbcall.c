@@ -13,8 +13,8 @@
  *
  * The client passes a mind when it logs in (the object servers call back,
  * like chatclient's print); with --listen every call made on it is printed
- * as one JSON line.  The broker dispatches by method table, so the mind
- * accepts "print" and every name given with --accept.
+ * as one JSON line.  Its method table has one "*" entry, so it accepts
+ * every method name.
  *
  * Exit status: 0 done; 1 a call failed (remote failure or timeout);
  * 2 connection or login failure; 3 usage error or bad argument; 130
@@ -105,9 +105,6 @@ static const char help_text[] =
 "                           Runs until SIGINT/SIGTERM (exit 0), the end of\n"
 "                           --listen-for, or the server closing (exit 2).\n"
 "  -L, --listen-for SECONDS as --listen, then exit 0 after SECONDS.\n"
-"  -A, --accept NAME[,NAME] also accept these method names on the mind (it\n"
-"                           always accepts print); calls to other names are\n"
-"                           answered with NoSuchMethod.  Repeatable.\n"
 "  The mind is passed with every login (servers such as the chat server\n"
 "  need one); without --listen, calls on it are answered but not printed.\n"
 "\n"
@@ -171,8 +168,6 @@ static struct {
     double listen_for; /* seconds; 0: until interrupted */
     unsigned timeout_ms;
     const char *ca, *cert, *key, *server_name;
-    char *accept[64];
-    size_t naccept;
 } opt;
 
 static pb_arena *g_arena;
@@ -287,16 +282,6 @@ static void parse_host_port(const char *s)
     opt.port = (int)port;
 }
 
-static void add_accept(const char *list)
-{
-    char *copy = pb_arena_memdup(g_arena, list, strlen(list));
-    for (char *save = NULL, *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (opt.naccept == sizeof opt.accept / sizeof opt.accept[0])
-            usage_error("too many --accept names (the limit is %s)", "64");
-        opt.accept[opt.naccept++] = t;
-    }
-}
-
 static unsigned parse_uint(const char *s, const char *what)
 {
     char *end;
@@ -321,7 +306,6 @@ static void parse_options(int argc, char **argv)
         {"verbose", no_argument, NULL, 'v'},
         {"listen", no_argument, NULL, 'l'},
         {"listen-for", required_argument, NULL, 'L'},
-        {"accept", required_argument, NULL, 'A'},
         {"unix", required_argument, NULL, 'x'},
         {"tls", no_argument, NULL, O_TLS},
         {"ca", required_argument, NULL, O_CA},
@@ -333,7 +317,7 @@ static void parse_options(int argc, char **argv)
         {NULL, 0, NULL, 0}};
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+u:p:aUbrt:vlL:A:x:hV", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+u:p:aUbrt:vlL:x:hV", longs, NULL)) != -1) {
         switch (c) {
         case 'u': opt.user = optarg; break;
         case 'p': opt.password_file = optarg; break;
@@ -352,7 +336,6 @@ static void parse_options(int argc, char **argv)
             opt.listen = 1;
             break;
         }
-        case 'A': add_accept(optarg); break;
         case 'x': opt.unix_path = optarg; break;
         case O_TLS: opt.tls = 1; break;
         case O_CA: opt.ca = optarg; opt.tls = 1; break;
@@ -611,19 +594,13 @@ static int mind_call(pb_call *call, void *self, const pb_args *a)
     return pb_call_return_none(call);
 }
 
-static pb_method *mind_methods;
-static pb_class mind_class = {"Mind", PB_REFERENCEABLE, NULL, NULL};
+/* "*" takes every method name: the mind prints whatever the server calls. */
+static const pb_method mind_methods[] = {{"*", NULL, mind_call, NULL}, {NULL, NULL, NULL, NULL}};
+static const pb_class mind_class = {"Mind", PB_REFERENCEABLE, mind_methods, NULL};
 static pb_object mind;
 
 static void make_mind(void)
 {
-    mind_methods = calloc(opt.naccept + 2, sizeof *mind_methods);
-    if (!mind_methods)
-        exit(EXIT_USAGE);
-    mind_methods[0] = (pb_method){"print", NULL, mind_call, NULL};
-    for (size_t i = 0; i < opt.naccept; i++)
-        mind_methods[i + 1] = (pb_method){opt.accept[i], NULL, mind_call, NULL};
-    mind_class.methods = mind_methods;
     pb_object_init(&mind, &mind_class);
 }
 
@@ -865,7 +842,6 @@ int main(int argc, char **argv)
     uv_loop_close(&loop);
 
     pb_object_unref(&mind);
-    free(mind_methods);
     free(calls);
     if (password) {
         memset(password, 0, strlen(password));

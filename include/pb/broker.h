@@ -107,7 +107,8 @@ typedef int (*pb_view_fn)(pb_call *call, void *self, void *avatar, const pb_args
 
 /** One method of a pb_class. */
 typedef struct pb_method {
-    const char *name;      /**< without the remote_/perspective_/view_ prefix */
+    const char *name;      /**< without the remote_/perspective_/view_ prefix; "*" takes
+                                every name not listed (pb_call_method() tells which) */
     const char *signature; /**< see above; NULL: unchecked */
     pb_method_fn fn;       /**< for PB_REFERENCEABLE and PB_AVATAR */
     pb_view_fn view;       /**< for PB_VIEWABLE */
@@ -239,11 +240,29 @@ int pb_ref_dont_notify_on_disconnect(pb_ref *r, pb_disconnect_fn fn, void *ud);
 typedef struct pb_broker_config {
     int is_server;                /**< accepting side: offers dialects first */
     int unsafe_tracebacks;        /**< send tracebacks in failures (Twisted's option) */
-    size_t max_refs;              /**< exported objects per connection; default 1024 (Twisted) */
-    size_t max_pending_calls;     /**< our outstanding calls; default 10000 */
-    size_t max_inflight;          /**< peer's calls we have not answered yet; default 10000 */
-    size_t max_output;            /**< bytes queued for the peer before we stop reading; default 16 MiB */
-    pb_banana_limits limits;      /**< decoder limits; zero fields take defaults */
+    /** Exported objects per connection; 0: the default, 1024 (Twisted's).
+     * Past it, a call or answer that would export one more fails with
+     * pb.Error "Maximum PB reference count exceeded." (the object is not
+     * kept); the fourth such violation on a connection closes it, as in
+     * Twisted.  Per connection: other peers are not affected. */
+    size_t max_refs;
+    /** Our outstanding calls (awaiting an answer); 0: the default, 10000.
+     * Past it pb_ref_call() fails with PB_ELIMIT and sends nothing;
+     * fire-and-forget sends are not counted. */
+    size_t max_pending_calls;
+    /** The peer's calls we have not answered yet (deferred handlers); 0:
+     * the default, 10000.  Past it a call is answered at once with pb.Error
+     * "Too many calls in flight (limit N)" without running (a pbanswer=0
+     * call is dropped); the connection stays up. */
+    size_t max_inflight;
+    /** Bytes queued for the peer before we stop reading from it (and
+     * pb_ref_call() fails with PB_ELIMIT); over twice this the connection
+     * is closed; 0: the default, 16 MiB. */
+    size_t max_output;
+    /** Decoder limits on what the peer sends (see pb_banana_limits for
+     * each default; zero fields take the defaults).  A message over any of
+     * them is a protocol violation: the connection is closed. */
+    pb_banana_limits limits;
     const pb_jelly_registry *registry; /**< classes peers may send us (Copyable); may be NULL */
     unsigned idle_ping_ms;        /**< 0: off.  When nothing arrived for this long, sends a call
                                      to a non-existent object (the peer answers "Invalid
