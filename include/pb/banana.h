@@ -39,7 +39,9 @@ unsigned pb_banana_vocab_index(const void *p, size_t n);
 /* ---------------------------------------------------------------- decoder */
 
 /** Decoder limits, checked as soon as a header is parsed; start from
- * pb_banana_limits_default(). */
+ * pb_banana_limits_default().  An expression over any of them is an error
+ * (PB_ELIMIT, PB_EDEPTH); a broker then closes the connection
+ * (pb_broker_config.limits, where zero fields take the defaults). */
 typedef struct pb_banana_limits {
     size_t max_string;   /**< default PB_BANANA_SIZE_LIMIT */
     size_t max_list;     /**< elements in one list; default PB_BANANA_SIZE_LIMIT */

@@ -153,7 +153,8 @@ typedef struct pb_portal pb_portal;
  * port; every hand-driven broker counts as one peer) in a fixed one-minute
  * window; past the limit, logins from that address are refused with
  * UnauthorizedLogin without asking the checkers.  The login timeout needs
- * the loop (pb_portal_set_loop / pb_portal_listen_tcp). */
+ * the loop (pb_portal_set_loop / pb_portal_listen_tcp).  A throttled or
+ * timed-out peer is not reported to pb_server_opts::log. */
 typedef struct pb_portal_opts {
     unsigned login_timeout_ms;     /**< close connections not logged in by then; 0: 30000 */
     unsigned max_failures_per_min; /**< failed logins per peer address per minute; 0: 10 */
@@ -176,7 +177,19 @@ pb_object *pb_portal_root(pb_broker *b, void *portal);
  * once, before serving; pb_portal_listen_tcp sets it. */
 void pb_portal_set_loop(pb_portal *p, uv_loop_t *loop);
 /** pb_listen_tcp(loop, host, port, opts, pb_portal_root, p, out, err) with
- * the loop set for login timeouts.  opts may be NULL. */
+ * the loop set for login timeouts.  opts may be NULL.
+ *
+ * Multi-loop servers (opts->loops > 1; see pb/transport.h): each extra
+ * loop gets a per-loop copy of p (its own login timeouts and failure
+ * throttle, so max_failures_per_min counts per loop), made on that loop's
+ * thread through pb_server_opts::loop_init, which the portal sets (its
+ * loop_init and loop_fini must be NULL).  The realm and the checkers are
+ * shared: they are called on the thread of the loop a login arrives on,
+ * possibly on several threads at once, so they must be thread-safe (the
+ * memory, anonymous and password-file checkers are once set up: they only
+ * read; a custom or SQLite checker needs its own locking).  The avatar a
+ * realm makes belongs to the loop of its login (pb_broker_loop()).  Add
+ * the checkers before this call; free p after the server has closed. */
 int pb_portal_listen_tcp(pb_portal *p, uv_loop_t *loop, const char *host, int port,
                          const pb_server_opts *opts, pb_server **out, pb_errbuf *err);
 
