@@ -5,6 +5,11 @@
  *
  *   benchclient --port N [--host H] [--logins N] [--members N]
  *               [--messages N] [--calls N] [--label NAME]
+ *               [--conns N]
+ *
+ * --conns N: instead of the one-connection echo figures, --calls echo
+ * calls over N logged-in connections with 100 in flight on each
+ * (echo_pipelined100xN_calls_per_s; for multi-loop servers).
  *
  * Every phase is bounded by a count and a wall-clock limit and stops by
  * itself.  Output: one "RESULT <label> <metric> <value>" line per figure.
@@ -334,8 +339,81 @@ static void bench_echo(int calls) {
     close_sessions(ss, 1);
 }
 
+/* ------------------------------------------- echo over several connections */
+
+typedef struct mconn {
+    session *s;
+    int inflight;
+} mconn;
+static mconn *mc;
+static pb_arena *mc_args; /* per-call argument tuples (reset after each burst) */
+static int mc_remaining, mc_inflight_total, mc_done;
+
+static void mc_fire(mconn *m);
+static int mc_echo_done(pb_deferred *d, void *ud) {
+    mconn *m = ud;
+    (void)d;
+    m->inflight--;
+    mc_inflight_total--;
+    mc_done++;
+    if (mc_remaining == 0 && mc_inflight_total == 0) uv_stop(loop);
+    else mc_fire(m);
+    return 0;
+}
+
+static void mc_fire(mconn *m) {
+    while (mc_remaining > 0 && m->inflight < echo_window) {
+        pb_value *args = pb_tuple(mc_args, 1);
+        pb_seq_append(mc_args, args, echo_payload);
+        pb_deferred *d = pb_ref_call(m->s->avatar, "echo", args, NULL, NULL, NULL);
+        mc_remaining--;
+        if (!d) continue;
+        m->inflight++;
+        mc_inflight_total++;
+        pb_deferred_add(d, mc_echo_done, mc_echo_done, m);
+        pb_deferred_unref(d);
+    }
+    pb_arena_reset(mc_args); /* the calls are encoded already */
+}
+
+/* calls echo calls spread over conns connections, window in flight on
+ * each: echo_pipelined<window>x<conns>_calls_per_s. */
+static void bench_echo_conns(int calls, int conns, int window) {
+    session *ss = open_sessions(conns);
+    if (!ss || sessions_ready < conns) {
+        fprintf(stderr, "echo: only %d of %d sessions\n", sessions_ready, conns);
+        if (ss) close_sessions(ss, conns);
+        return;
+    }
+    echo_arena = pb_arena_new(0);
+    mc_args = pb_arena_new(0);
+    echo_payload = pb_strz(echo_arena, "0123456789abcdef");
+    mc = calloc((size_t)conns, sizeof *mc);
+    echo_window = window;
+    mc_remaining = calls;
+    mc_inflight_total = mc_done = 0;
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < conns; i++) {
+        mc[i].s = &ss[i];
+        mc_fire(&mc[i]);
+    }
+    uv_timer_t guard;
+    uv_timer_init(loop, &guard);
+    uv_timer_start(&guard, (uv_timer_cb)uv_stop, 60000, 0); /* bounded */
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&guard, NULL);
+    double s = (double)(now_ns() - t0) / 1e9;
+    char metric[64];
+    snprintf(metric, sizeof metric, "echo_pipelined%dx%d_calls_per_s", window, conns);
+    result(metric, mc_done / s);
+    free(mc);
+    pb_arena_free(mc_args);
+    pb_arena_free(echo_arena);
+    close_sessions(ss, conns);
+}
+
 int main(int argc, char **argv) {
-    int logins = 2000, members = 1000, messages = 20, calls = 20000;
+    int logins = 2000, members = 1000, messages = 20, calls = 20000, conns = 0;
     for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) goto usage;
@@ -346,16 +424,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--messages")) messages = atoi(v);
         else if (!strcmp(a, "--calls")) calls = atoi(v);
         else if (!strcmp(a, "--label")) label = v;
+        else if (!strcmp(a, "--conns")) conns = atoi(v);
         else goto usage;
     }
     loop = uv_default_loop();
-    if (calls > 0) bench_echo(calls);
+    if (calls > 0 && conns > 0) bench_echo_conns(calls, conns, 100);
+    else if (calls > 0) bench_echo(calls);
     if (logins > 0) bench_logins(logins);
     if (members > 0 && messages > 0) bench_fanout(members, messages);
     uv_run(loop, UV_RUN_NOWAIT);
     return 0;
 usage:
     fprintf(stderr, "usage: benchclient --port N [--host H] [--logins N] [--members N] "
-                    "[--messages N] [--calls N] [--label NAME]\n");
+                    "[--messages N] [--calls N] [--label NAME] [--conns N]\n");
     return 2;
 }

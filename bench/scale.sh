@@ -6,7 +6,14 @@
 #      group message that every connection must receive;
 #   2. fan-out to 1,000 and 10,000 group members (deliveries/s);
 #   3. pipelined echo calls/s (100 in flight) and the raw C TCP ping-pong
-#      (bench_rpc raw) over loopback for scale.
+#      (bench_rpc raw) over loopback for scale;
+#   4. multi-core: pipelined echo calls/s over 4 connections (2 benchclient
+#      processes x 2 connections x 100 in flight) against benchserver
+#      --loops 1 and --loops 2;
+#   5. latency under load: p50/p99 of one client's sequential echo calls
+#      while LAT_N (default 10000) other connections are logged in and
+#      joined to one group that chats at 200 messages/s (each fanned out to
+#      every member), LAT_S (default 10) seconds, C and Twisted servers.
 # A process holds at most RLIMIT_NOFILE's hard limit of sockets (raising it
 # needs CAP_SYS_RESOURCE): when N does not fit, the connections are spread
 # over K benchserver processes (K bench_connections clients, one per
@@ -28,7 +35,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-for b in benchserver bench_connections benchclient bench_rpc; do
+for b in benchserver bench_connections benchclient bench_rpc latency_load; do
     [ -x "$bin/$b" ] || { echo "build first: $bin/$b missing" >&2; exit 1; }
 done
 
@@ -141,4 +148,56 @@ raw=$(timeout 30 "$bin/bench_rpc" raw-client --host 127.0.0.1 --port "$rport" --
 stop "$rpid"
 printf '   libpb %s calls/s   Twisted %s calls/s   raw C TCP 41-byte ping-pong %s round trips/s\n' "${c:--}" "${t:--}" "${raw:--}"
 printf '   (whole run %.0f s for section 1; %s CPUs)\n' "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$(nproc)"
+
+echo "== 4. multi-core: pipelined echo calls/s, 2 client processes x 2 connections x 100 in flight"
+for L in 1 2; do
+    start "ml$L" "$bin/benchserver" --loops $L || exit 1
+    mp=()
+    for k in 1 2; do
+        timeout 60 "$bin/benchclient" --port "$port" --calls 300000 --conns 2 --logins 0 --members 0 \
+            --label "m$k" >"$tmp/ml$L.$k" 2>&1 &
+        mp+=($!)
+    done
+    wait "${mp[@]}"
+    stop "$spid"
+    tot=$(cat "$tmp/ml$L".1 "$tmp/ml$L".2 | sed -n 's/^RESULT m[12] echo_pipelined100x2_calls_per_s //p' |
+        awk '{s+=$1} END{printf "%.0f", s}')
+    printf '   benchserver --loops %d: %s calls/s\n' "$L" "${tot:--}"
+done
+
+echo "== 5. latency under load: one client's echo round trip, ${LAT_N:=10000} members chatting at 200 msgs/s"
+LAT_S=${LAT_S:-10}
+ulimit -Sn "$(ulimit -Hn)" 2>/dev/null # Twisted keeps the soft limit it is given
+# lat NAME SERVER-CMD... : LAT_N members over 2 bench_connections processes
+lat() {
+    local name=$1
+    shift
+    start "$name" "$@" || return 1
+    local half=$((LAT_N / 2)) lp=()
+    for k in 1 2; do
+        timeout $((LAT_S + 200)) "$bin/bench_connections" --port "$port" --count "$half" --group scale \
+            --bind-base "127.0.$((k * 10)).1" --concurrency 64 --timeout 150 --hold $((LAT_S + 5)) \
+            --label "ld$k" >"$tmp/$name.ld$k" 2>&1 &
+        lp+=($!)
+    done
+    for _ in $(seq 1500); do # up to 150 s to log everyone in
+        [ "$(cat "$tmp/$name".ld1 "$tmp/$name".ld2 | grep -c 'RESULT ld[12] connections')" = 2 ] && break
+        sleep 0.1
+    done
+    local conns
+    conns=$(cat "$tmp/$name".ld1 "$tmp/$name".ld2 | sed -n 's/^RESULT ld[12] connections //p' | awk '{s+=$1} END{print s+0}')
+    timeout $((LAT_S + 90)) "$bin/latency_load" --port "$port" --seconds "$LAT_S" --rate 200 --senders 4 \
+        --bind 127.0.0.9 --label l >"$tmp/$name.lat" 2>&1
+    kill "${lp[@]}" 2>/dev/null
+    wait "${lp[@]}" 2>/dev/null
+    stop "$spid"
+    printf '   %-8s %6s members: echo p50 %8s us  p99 %10s us  max %10s us  (%s calls, %s messages sent)\n' "$name" "$conns" \
+        "$(val "$tmp/$name.lat" echo_p50_us)" "$(val "$tmp/$name.lat" echo_p99_us)" \
+        "$(val "$tmp/$name.lat" echo_max_us)" "$(val "$tmp/$name.lat" echo_calls)" "$(val "$tmp/$name.lat" sent)"
+}
+lat libpb "$bin/benchserver"
+lat libpb-2loops "$bin/benchserver" --loops 2
+if [ -z "${SKIP_TWISTED:-}" ]; then
+    lat Twisted $PY bench/benchserver_twisted.py
+fi
 [ "$fail" = 0 ]

@@ -72,7 +72,7 @@ void pb_tls_opts_default(pb_tls_opts *o);
 typedef struct pb_server_opts {
     pb_broker_config broker;   /**< per-connection broker settings (is_server forced on) */
     int backlog;               /**< default 511 */
-    size_t max_connections;    /**< 0: unlimited */
+    size_t max_connections;    /**< 0: unlimited (the default); extra ones are accepted and closed */
     int tcp_keepalive_s;       /**< 0: off */
     /** TLS (borrowed, read only during the pb_listen_* call, which loads
      * the files): NULL serves plain TCP.  See pb_tls_opts. */
@@ -89,9 +89,31 @@ typedef struct pb_server_opts {
      * max_connections_per_addr, idle_timeout_ms): one line, no newline.
      * Rate-limited: the first hit of each kind is reported, later ones of
      * that kind at most once per 10 s, with the count suppressed meanwhile.
-     * NULL: written to stderr as "pb: MSG". */
+     * NULL: written to stderr as "pb: MSG".  The broker's limits (broker
+     * .max_refs, .max_inflight, .limits) and the portal's (pb_portal_opts)
+     * are not reported here; the broker's diagnostics (one line per
+     * event) go to stderr only when the environment sets PB_LOG. */
     void (*log)(const char *msg, void *ud);
     void *log_ud;              /**< passed to log */
+    /** Event loops serving a TCP listener (multi-core; see MULTI-LOOP
+     * SERVERS below).  0 or 1: the caller's loop only (the default).  N > 1:
+     * pb_listen_tcp() starts N-1 threads, each running its own uv_loop_t
+     * with its own listening socket on the same address (SO_REUSEPORT: the
+     * kernel spreads new connections over the N loops).  Not for UNIX
+     * sockets (PB_EINVAL). */
+    unsigned loops;
+    /** Multi-loop servers: called once on every loop's own thread before
+     * that loop accepts (index 0 is the caller's loop, called from inside
+     * pb_listen_tcp(); 1..N-1 the extra loops); what it returns is the ud
+     * given to the root function for connections of that loop.  NULL: every
+     * loop passes the listen call's ud (the root function must then be safe
+     * to call from several threads at once). */
+    void *(*loop_init)(uv_loop_t *loop, unsigned index, void *ud);
+    /** Multi-loop servers: called on each loop's thread once the server is
+     * closed on that loop (its connections are gone), with what loop_init
+     * returned (or ud); close the handles the application opened on that
+     * loop here, or the loop's thread cannot end.  NULL: nothing. */
+    void (*loop_fini)(uv_loop_t *loop, unsigned index, void *loop_ud, void *ud);
 } pb_server_opts;
 /** Fill o with the defaults. */
 void pb_server_opts_default(pb_server_opts *o);
@@ -114,8 +136,56 @@ int pb_server_port(const pb_server *s);
 /** Connections open right now. */
 size_t pb_server_connections(const pb_server *s);
 /** Stop listening and close every connection; cb (may be NULL) runs when
- * everything is closed. */
+ * everything is closed.  Multi-loop servers: also stops the extra loops
+ * (each closes its own connections and runs loop_fini) and joins their
+ * threads; cb runs on the caller's loop once all of them have ended.
+ * Call it on the loop given to pb_listen_tcp(). */
 void pb_server_close(pb_server *s, void (*cb)(void *ud), void *ud);
+
+/* ---------------------------------------------------- multi-loop servers */
+
+/** @name Multi-loop servers
+ * With pb_server_opts::loops = N > 1 a TCP server runs N event loops, one
+ * per thread: the caller's loop (index 0) plus N-1 loops the library
+ * starts.  THREAD RULES:
+ *  - Everything of one connection (its pb_conn, broker, pb_ref handles,
+ *    the objects it serves, the arenas and values of its calls) belongs to
+ *    the loop that accepted it and may only be touched on that loop's
+ *    thread: pb_conn_loop() / pb_broker_loop() tell which loop that is.
+ *    The root function, the portal's realm and checkers, the server's log
+ *    and every broker callback run on that thread.
+ *  - pb_object reference counts are not atomic: never share a pb_object,
+ *    pb_ref or pb_value between loops.  To reach an object living on
+ *    another loop, pb_loop_post() a function to that loop and let it act
+ *    there; carry data across in memory of your own (e.g. pb_value_copy()
+ *    into a pb_arena_new() arena the receiving side frees).
+ *  - pb_loop_post() is the only call that may be made from any thread.
+ *    Posts are run in the order they were made per (sender, target) pair
+ *    (each loop has one FIFO), so e.g. a chat group living on one loop
+ *    that posts each message to its members' loops delivers every message
+ *    to every member in order.
+ *  - pb_server_port(), pb_server_connections(), pb_server_loops(),
+ *    pb_server_loop() and pb_server_close() are for the caller's loop.
+ *  - max_connections counts the connections of all loops together;
+ *    max_connections_per_addr counts per loop.
+ * @{ */
+
+/** Number of event loops of s (1 for single-loop servers). */
+unsigned pb_server_loops(const pb_server *s);
+/** Loop index of s (0: the caller's; NULL past the end).  The loop
+ * belongs to its thread: use it only as a pb_loop_post() target or to
+ * compare with pb_conn_loop(). */
+uv_loop_t *pb_server_loop(const pb_server *s, unsigned index);
+/** Run fn(ud) on the thread of loop target, soon (from that loop's
+ * callbacks).  Thread-safe; callable from any thread, including target's
+ * own.  Calls are run in the order they were posted to target (one FIFO
+ * per loop).  target must be a loop of a running multi-loop server; once
+ * it is stopping (pb_server_close()) this returns PB_ECLOSED and fn is
+ * never called, so the caller keeps ownership of ud.  Posts accepted
+ * before are still run while the loop closes (connections already gone).
+ * Returns 0, PB_ECLOSED or PB_ENOMEM. */
+int pb_loop_post(uv_loop_t *target, void (*fn)(void *ud), void *ud);
+/** @} */
 
 /** Client settings; start from pb_client_opts_default(). */
 typedef struct pb_client_opts {
@@ -162,6 +232,10 @@ pb_ref *pb_conn_root(pb_conn *c);
 void pb_conn_close(pb_conn *c);
 /** The connection a broker runs on (NULL for brokers not made here). */
 pb_conn *pb_conn_of(pb_broker *b);
+/** The loop c runs on (whose thread alone may touch c and its broker). */
+uv_loop_t *pb_conn_loop(const pb_conn *c);
+/** The loop the broker b runs on (NULL for brokers not made here). */
+uv_loop_t *pb_broker_loop(pb_broker *b);
 /** "127.0.0.1:5555" or "unix:/path" of the peer. */
 const char *pb_conn_peer(const pb_conn *c);
 /** The subject of the peer's verified TLS certificate in RFC 2253 form
@@ -173,7 +247,9 @@ int pb_conn_is_tls(const pb_conn *c);
 
 /** Run a loop until SIGINT/SIGTERM: installs signal handlers on loop that
  * call stop(ud) (which should close servers), then runs the loop to the
- * end.  Returns 0. */
+ * end.  Returns 0.  For a multi-loop server pass its caller's loop (index
+ * 0): closing the server there stops the other loops too, and this
+ * returns once their threads have ended. */
 int pb_run_until_signal(uv_loop_t *loop, void (*stop)(void *ud), void *ud);
 
 /* --------------------------------------------------------------- reconnect */

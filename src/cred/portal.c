@@ -67,6 +67,7 @@ struct pb_portal {
     uv_timer_t *timer;          /* armed while some connection waits to log in */
     pconn *thead, *ttail;       /* those connections, oldest first */
     throttle_slot *throttle;    /* lazily allocated */
+    int shadow;                 /* a multi-loop server's per-loop copy: checkers borrowed */
 };
 
 struct pconn {
@@ -713,9 +714,11 @@ void pb_portal_free(pb_portal *p)
         uv_close((uv_handle_t *)p->timer, free_handle);
         p->timer = NULL;
     }
-    for (size_t i = 0; i < p->nchecker; i++)
-        p->checkers[i]->ops->destroy(p->checkers[i]);
-    free(p->checkers);
+    if (!p->shadow) {
+        for (size_t i = 0; i < p->nchecker; i++)
+            p->checkers[i]->ops->destroy(p->checkers[i]);
+        free(p->checkers);
+    }
     free(p->throttle);
     free(p);
 }
@@ -738,11 +741,49 @@ void pb_portal_set_loop(pb_portal *p, uv_loop_t *loop)
         p->loop = loop;
 }
 
+/* Multi-loop servers: loop 0 uses the portal itself; every other loop a
+ * copy of it of its own (login timer, waiting list, throttle) that shares
+ * the realm and the checkers, made and freed on that loop's thread. */
+static void *portal_loop_init(uv_loop_t *loop, unsigned index, void *ud)
+{
+    pb_portal *p = ud;
+    if (index == 0)
+        return p;
+    pb_portal *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL; /* pb_portal_root refuses connections on this loop */
+    q->realm = p->realm;
+    q->realm_ud = p->realm_ud;
+    q->timeout_ms = p->timeout_ms;
+    q->max_failures = p->max_failures;
+    q->checkers = p->checkers;
+    q->nchecker = p->nchecker;
+    q->loop = loop;
+    q->shadow = 1;
+    return q;
+}
+
+static void portal_loop_fini(uv_loop_t *loop, unsigned index, void *loop_ud, void *ud)
+{
+    (void)loop;
+    if (index != 0 && loop_ud != ud)
+        pb_portal_free(loop_ud);
+}
+
 int pb_portal_listen_tcp(pb_portal *p, uv_loop_t *loop, const char *host, int port,
                          const pb_server_opts *opts, pb_server **out, pb_errbuf *err)
 {
     if (!p || !loop)
         return pb_err_set(err, PB_EINVAL, "pb_portal_listen_tcp: portal and loop required");
     pb_portal_set_loop(p, loop);
+    if (opts && opts->loops > 1) {
+        if (opts->loop_init || opts->loop_fini)
+            return pb_err_set(err, PB_EINVAL,
+                              "pb_portal_listen_tcp: loop_init/loop_fini are the portal's");
+        pb_server_opts o = *opts;
+        o.loop_init = portal_loop_init;
+        o.loop_fini = portal_loop_fini;
+        return pb_listen_tcp(loop, host, port, &o, pb_portal_root, p, out, err);
+    }
     return pb_listen_tcp(loop, host, port, opts, pb_portal_root, p, out, err);
 }

@@ -579,7 +579,7 @@ static void cb_connected(pb_broker *b, void *ud) {
     if (!c->server && c->on_connect) c->on_connect(c, 0, NULL, c->ud);
 }
 
-static int g_log = -1;
+static _Atomic int g_log = -1; /* PB_LOG, read once (from any loop's thread) */
 /* The loop's clock, so deadlines of calls made after an idle spell start now. */
 static uint64_t cb_now_ms(void *ud) { return uv_now(((pb_conn *)ud)->loop); }
 
@@ -912,6 +912,11 @@ int pb_connect_unix(uv_loop_t *loop, const char *path, const pb_client_opts *opt
 }
 
 pb_broker *pb_conn_broker(pb_conn *c) { return c ? c->broker : NULL; }
+uv_loop_t *pb_conn_loop(const pb_conn *c) { return c ? c->loop : NULL; }
+uv_loop_t *pb_broker_loop(pb_broker *b) {
+    pb_conn *c = b ? pb_conn_of(b) : NULL;
+    return c ? c->loop : NULL;
+}
 
 pb_ref *pb_conn_root(pb_conn *c) {
     return c && c->broker && c->state == CONN_UP ? pb_broker_root(c->broker) : NULL;

@@ -2,13 +2,46 @@
  * server.c - listening sockets (TCP and UNIX) that hand every accepted
  * connection a broker serving the root object the application chooses.
  */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include "transport_int.h"
+
+/* Multi-loop servers (pb_server_opts::loops > 1): the caller's loop runs
+ * the main pb_server; every extra loop runs on its own thread with a
+ * sub-server (same settings, its own SO_REUSEPORT socket).  The main
+ * server owns this group; subs point to it for the connection total. */
+typedef struct pb_worker {
+    uv_loop_t loop;
+    pthread_t thread;
+    struct pb_server *sub; /* freed by the worker's loop once closed */
+    pb_mailbox *mb;
+    uv_os_sock_t fd;       /* bound socket, handed to the sub's uv_tcp_t */
+    void *loop_ud;
+    struct pb_mloop *ml;
+    unsigned index;
+    atomic_int exited;     /* the thread is about to end */
+    int joined;
+} pb_worker;
+
+typedef struct pb_mloop {
+    unsigned n;            /* loops, main included */
+    pb_worker *w;          /* n-1 of them: w[i-1] is loop i */
+    atomic_size_t total;   /* connections of all loops */
+    uv_async_t exit_async; /* main loop: some worker ended */
+    pb_mailbox *mb0;       /* the main loop's mailbox */
+    unsigned njoined;
+    void *ud;              /* the listen call's ud */
+    void *(*loop_init)(uv_loop_t *, unsigned, void *);
+    void (*loop_fini)(uv_loop_t *, unsigned, void *, void *);
+} pb_mloop;
 
 struct pb_server {
     union {
@@ -24,6 +57,9 @@ struct pb_server {
     int is_tcp;
     int closing;
     int listen_closed;
+    int finishing;             /* multi-loop main: final teardown started */
+    pb_mloop *ml;              /* multi-loop group, or NULL */
+    int is_sub;                /* an extra loop's server (tls borrowed) */
     pb_conn *conns;            /* live accepted connections */
     size_t nconns;
     void (*close_cb)(void *ud);
@@ -80,10 +116,34 @@ void pb_server_opts_default(pb_server_opts *o) {
     o->backlog = 511;
 }
 
+static void server_finish(pb_server *s);
+static void on_exit_async_closed(uv_handle_t *h) { server_finish(h->data); }
+static void on_main_mb_closed(void *ud) {
+    pb_server *s = ud;
+    pb_mloop *ml = s->ml;
+    if (ml->loop_fini) ml->loop_fini(s->loop, 0, s->ud, ml->ud);
+    uv_close((uv_handle_t *)&ml->exit_async, on_exit_async_closed);
+}
+
 static void server_maybe_done(pb_server *s) {
     if (!s->closing || !s->listen_closed || s->nconns) return;
+    if (s->ml && !s->is_sub) {
+        if (s->finishing || s->ml->njoined < s->ml->n - 1) return;
+        s->finishing = 1;
+        /* every other loop has ended: refuse posts here, then finish */
+        pb__mailbox_close(s->ml->mb0, on_main_mb_closed, s);
+        return;
+    }
+    server_finish(s);
+}
+
+static void server_finish(pb_server *s) {
+    if (s->ml && !s->is_sub) {
+        free(s->ml->w);
+        free(s->ml);
+    }
     if (s->unix_path) unlink(s->unix_path);
-    pb__tls_ctx_free(s->tls);
+    if (!s->is_sub) pb__tls_ctx_free(s->tls);
     void (*cb)(void *) = s->close_cb;
     void *ud = s->close_ud;
     free(s->unix_path);
@@ -97,6 +157,7 @@ void pb__server_conn_gone(pb_server *s, pb_conn *c) {
     if (c->snext) c->snext->sprev = c->sprev;
     c->snext = c->sprev = NULL;
     s->nconns--;
+    if (s->ml) atomic_fetch_sub(&s->ml->total, 1);
     server_maybe_done(s);
 }
 
@@ -126,7 +187,8 @@ static void on_connection(uv_stream_t *ls, int status) {
         if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&ss, &len) == 0)
             pb__format_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer);
     }
-    if (s->opts.max_connections && s->nconns >= s->opts.max_connections) {
+    size_t total = s->ml ? atomic_load(&s->ml->total) : s->nconns;
+    if (s->opts.max_connections && total >= s->opts.max_connections) {
         char msg[200];
         snprintf(msg, sizeof msg, "refusing %s: max_connections (%zu) reached", c->peer,
                  s->opts.max_connections);
@@ -160,6 +222,7 @@ static void on_connection(uv_stream_t *ls, int status) {
     if (s->conns) s->conns->sprev = c;
     s->conns = c;
     s->nconns++;
+    if (s->ml) atomic_fetch_add(&s->ml->total, 1);
     if (!s->is_tcp) snprintf(c->peer, sizeof c->peer, "unix:%s", s->unix_path);
     pb__conn_start(c, 1, s->root, s->ud);
 }
@@ -188,6 +251,219 @@ static int server_tls(pb_server *s, const pb_server_opts *opts, pb_errbuf *err) 
     return pb__tls_ctx_new(opts->tls, 1, &s->tls, err);
 }
 
+/* A socket bound to ss with SO_REUSEPORT (every loop of a multi-loop
+ * server has one, and the kernel spreads connections over them). */
+static int reuseport_socket(const struct sockaddr_storage *ss, int backlog, uv_os_sock_t *out) {
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                               : sizeof(struct sockaddr_in);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        bind(fd, (const struct sockaddr *)ss, len) < 0 ||
+        /* listening at once, so that the kernel counts it in the group
+         * before its loop's thread has started (connections wait) */
+        listen(fd, backlog) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* ---- extra loops: everything below runs on the worker's own thread,
+ * except where noted */
+
+static void worker_mb_closed(void *ud) {
+    pb_worker *w = ud;
+    if (w->ml->loop_fini) w->ml->loop_fini(&w->loop, w->index, w->loop_ud, w->ml->ud);
+    /* nothing of ours is left on the loop: uv_run returns */
+}
+
+static void worker_sub_closed(void *ud) {
+    pb_worker *w = ud;
+    w->sub = NULL;
+    pb__mailbox_close(w->mb, worker_mb_closed, w);
+}
+
+/* Posted by pb_server_close() on the main loop. */
+static void worker_stop(void *ud) {
+    pb_worker *w = ud;
+    if (w->sub) pb_server_close(w->sub, worker_sub_closed, w);
+}
+
+static void on_walk_close(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void *worker_main(void *arg) {
+    pb_worker *w = arg;
+    pb_server *sub = w->sub;
+    w->loop_ud = w->ml->loop_init ? w->ml->loop_init(&w->loop, w->index, w->ml->ud) : w->ml->ud;
+    sub->ud = w->loop_ud;
+    uv_tcp_init(&w->loop, &sub->io.tcp);
+    sub->io.handle.data = sub;
+    int rc = uv_tcp_open(&sub->io.tcp, w->fd);
+    if (rc < 0) close(w->fd);
+    else rc = uv_listen(&sub->io.stream, sub->opts.backlog, on_connection);
+    if (rc < 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "loop %u cannot listen: %s", w->index, uv_strerror(rc));
+        pb__server_limit(sub, PB_LIMIT_TOTAL, msg);
+        worker_stop(w); /* serve nothing; wait for pb_server_close to join */
+    }
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&w->loop) == UV_EBUSY) {
+        /* the application left handles open (see loop_fini): close them */
+        uv_walk(&w->loop, on_walk_close, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+    }
+    pb_mloop *ml = w->ml;
+    atomic_store(&w->exited, 1);
+    uv_async_send(&ml->exit_async); /* ml outlives every worker's thread */
+    return NULL;
+}
+
+/* Main loop: join the workers that ended. */
+static void on_worker_exit(uv_async_t *h) {
+    pb_server *s = h->data;
+    pb_mloop *ml = s->ml;
+    for (unsigned i = 0; i + 1 < ml->n; i++) {
+        pb_worker *w = &ml->w[i];
+        if (!w->joined && atomic_load(&w->exited)) {
+            pthread_join(w->thread, NULL);
+            w->joined = 1;
+            ml->njoined++;
+        }
+    }
+    server_maybe_done(s);
+}
+
+static void on_failed_server_closed(uv_handle_t *h);
+
+/* pb_listen_tcp with opts->loops > 1 (on the caller's thread). */
+static int listen_multi(uv_loop_t *loop, struct sockaddr_storage *ss, const char *addr,
+                        pb_server *s, unsigned n, pb_errbuf *err) {
+    pb_mloop *ml = calloc(1, sizeof *ml);
+    pb_worker *w = calloc(n - 1, sizeof *w);
+    uv_os_sock_t fd0 = -1;
+    unsigned nfd = 0, i;
+    int rc = 0;
+    if (!ml || !w) {
+        rc = UV_ENOMEM;
+        goto fail;
+    }
+    ml->n = n;
+    ml->w = w;
+    ml->ud = s->ud;
+    ml->loop_init = s->opts.loop_init;
+    ml->loop_fini = s->opts.loop_fini;
+    if ((rc = reuseport_socket(ss, s->opts.backlog, &fd0)) < 0) goto fail;
+    { /* port 0: the others bind the port the first one got */
+        struct sockaddr_storage b;
+        socklen_t bl = sizeof b;
+        if (getsockname(fd0, (struct sockaddr *)&b, &bl) == 0) {
+            if (ss->ss_family == AF_INET)
+                ((struct sockaddr_in *)ss)->sin_port = ((struct sockaddr_in *)&b)->sin_port;
+            else
+                ((struct sockaddr_in6 *)ss)->sin6_port = ((struct sockaddr_in6 *)&b)->sin6_port;
+        }
+    }
+    for (nfd = 0; nfd < n - 1; nfd++)
+        if ((rc = reuseport_socket(ss, s->opts.backlog, &w[nfd].fd)) < 0) goto fail;
+    for (i = 0; i < n - 1; i++) {
+        w[i].ml = ml;
+        w[i].index = i + 1;
+        pb_server *sub = calloc(1, sizeof *sub);
+        if (!sub || uv_loop_init(&w[i].loop) < 0) {
+            free(sub);
+            rc = UV_ENOMEM;
+            goto fail_loops;
+        }
+        if (!(w[i].mb = pb__mailbox_new(&w[i].loop, 1))) {
+            free(sub);
+            uv_loop_close(&w[i].loop);
+            rc = UV_ENOMEM;
+            goto fail_loops;
+        }
+        sub->loop = &w[i].loop;
+        sub->opts = s->opts;
+        sub->root = s->root;
+        sub->ud = s->ud;
+        sub->is_tcp = 1;
+        sub->tls = s->tls;
+        sub->tls_handshake_ms = s->tls_handshake_ms;
+        sub->ml = ml;
+        sub->is_sub = 1;
+        w[i].sub = sub;
+    }
+    uv_tcp_init(loop, &s->io.tcp);
+    s->io.handle.data = s;
+    if ((rc = uv_tcp_open(&s->io.tcp, fd0)) < 0) close(fd0); /* else the handle owns it */
+    fd0 = -1;
+    if (rc < 0 || (rc = uv_listen(&s->io.stream, s->opts.backlog, on_connection)) < 0)
+        goto fail_loops_handle;
+    if (!(ml->mb0 = pb__mailbox_new(loop, 0))) {
+        rc = UV_ENOMEM;
+        fd0 = -1;
+        goto fail_loops_handle;
+    }
+    uv_async_init(loop, &ml->exit_async, on_worker_exit);
+    ml->exit_async.data = s;
+    s->ml = ml;
+    if (ml->loop_init) s->ud = ml->loop_init(loop, 0, ml->ud);
+    for (i = 0; i < n - 1; i++) {
+        if (pthread_create(&w[i].thread, NULL, worker_main, &w[i]) != 0) {
+            /* no thread: stop that loop here, before it ever ran */
+            pb_server *sub = w[i].sub;
+            w[i].sub = NULL;
+            close(w[i].fd);
+            free(sub);
+            pb__mailbox_close(w[i].mb, NULL, NULL);
+            uv_run(&w[i].loop, UV_RUN_DEFAULT);
+            uv_loop_close(&w[i].loop);
+            w[i].joined = 1;
+            ml->njoined++;
+            pb__server_limit(s, PB_LIMIT_TOTAL, "cannot start a loop thread");
+        }
+    }
+    return 0;
+
+fail_loops_handle:
+    for (unsigned k = 0; k < n - 1; k++) {
+        if (!w[k].mb) break;
+        free(w[k].sub);
+        pb__mailbox_close(w[k].mb, NULL, NULL);
+        uv_run(&w[k].loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w[k].loop);
+    }
+    for (unsigned k = 0; k < n - 1; k++) close(w[k].fd);
+    free(w);
+    free(ml);
+    uv_close(&s->io.handle, on_failed_server_closed);
+    return pb_err_set(err, PB_EIO, "cannot listen on %s: %s", addr, uv_strerror(rc));
+fail_loops:
+    for (unsigned k = 0; k < i; k++) {
+        free(w[k].sub);
+        pb__mailbox_close(w[k].mb, NULL, NULL);
+        uv_run(&w[k].loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w[k].loop);
+    }
+fail:
+    if (fd0 >= 0) close(fd0);
+    for (unsigned k = 0; w && k < nfd; k++) close(w[k].fd);
+    free(w);
+    free(ml);
+    pb__tls_ctx_free(s->tls);
+    free(s);
+    if (rc == UV_ENOMEM) return pb_err_set(err, PB_ENOMEM, "out of memory");
+    return pb_err_set(err, PB_EIO, "cannot listen on %s: %s", addr, uv_strerror(rc));
+}
+
 static void on_failed_server_closed(uv_handle_t *h) {
     pb_server *s = h->data;
     pb__tls_ctx_free(s->tls);
@@ -209,10 +485,21 @@ int pb_listen_tcp(uv_loop_t *loop, const char *host, int port, const pb_server_o
         free(s);
         return rc;
     }
-    uv_tcp_init(loop, &s->io.tcp);
-    s->io.handle.data = s;
     char addr[80];
     pb__format_addr((struct sockaddr *)&ss, addr, sizeof addr);
+    if (s->opts.loops > 1) {
+        if (s->opts.loops > 1024) {
+            unsigned n = s->opts.loops;
+            pb__tls_ctx_free(s->tls);
+            free(s);
+            return pb_err_set(err, PB_EINVAL, "listen: too many loops (%u)", n);
+        }
+        if ((rc = listen_multi(loop, &ss, addr, s, s->opts.loops, err)) < 0) return rc;
+        *out = s;
+        return 0;
+    }
+    uv_tcp_init(loop, &s->io.tcp);
+    s->io.handle.data = s;
     rc = uv_tcp_bind(&s->io.tcp, (struct sockaddr *)&ss, 0);
     if (rc == 0) rc = uv_listen(&s->io.stream, s->opts.backlog, on_connection);
     if (rc < 0) {
@@ -228,6 +515,8 @@ int pb_listen_unix(uv_loop_t *loop, const char *path, const pb_server_opts *opts
     pb__ignore_sigpipe();
     if (!loop || !out || !path || !*path)
         return pb_err_set(err, PB_EINVAL, "listen: bad arguments");
+    if (opts && opts->loops > 1)
+        return pb_err_set(err, PB_EINVAL, "listen: several loops need a TCP listener");
     pb_server *s = server_new(loop, opts, root, ud, 0);
     if (!s) return pb_err_set(err, PB_ENOMEM, "out of memory");
     s->unix_path = strdup(path);
@@ -265,7 +554,19 @@ int pb_server_port(const pb_server *s) {
     return 0;
 }
 
-size_t pb_server_connections(const pb_server *s) { return s ? s->nconns : 0; }
+size_t pb_server_connections(const pb_server *s) {
+    if (!s) return 0;
+    return s->ml ? atomic_load(&s->ml->total) : s->nconns;
+}
+
+unsigned pb_server_loops(const pb_server *s) { return s && s->ml ? s->ml->n : 1; }
+
+uv_loop_t *pb_server_loop(const pb_server *s, unsigned index) {
+    if (!s) return NULL;
+    if (index == 0) return s->loop;
+    if (!s->ml || index >= s->ml->n) return NULL;
+    return &s->ml->w[index - 1].loop;
+}
 
 static void on_listen_closed(uv_handle_t *h) {
     pb_server *s = h->data;
@@ -281,4 +582,7 @@ void pb_server_close(pb_server *s, void (*cb)(void *ud), void *ud) {
     uv_close(&s->io.handle, on_listen_closed);
     for (pb_conn *c = s->conns; c; c = c->snext)
         pb__conn_close(c, PB_ECLOSED, "server closing", 1);
+    if (s->ml && !s->is_sub)
+        for (unsigned i = 0; i + 1 < s->ml->n; i++)
+            if (!s->ml->w[i].joined) pb_loop_post(&s->ml->w[i].loop, worker_stop, &s->ml->w[i]);
 }

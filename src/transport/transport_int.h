@@ -137,6 +137,15 @@ int pb__tls_handshake_done(const pb_conn *c);
 const char *pb__tls_subject(const pb_conn *c);
 void pb__tls_free(pb_conn *c);
 
+/* loops.c - the per-loop mailboxes behind pb_loop_post. */
+typedef struct pb_mailbox pb_mailbox;
+/* Create loop's mailbox (before the loop runs, or on its thread);
+ * keep_alive: its handle keeps the loop running.  NULL on ENOMEM. */
+pb_mailbox *pb__mailbox_new(uv_loop_t *loop, int keep_alive);
+/* On the loop's thread: refuse further posts, run the queued ones, close
+ * the handle, then done(ud) and free. */
+void pb__mailbox_close(pb_mailbox *m, void (*done)(void *ud), void *ud);
+
 /* Set SIGPIPE to SIG_IGN if it is still at its default (signal.c). */
 void pb__ignore_sigpipe(void);
 
