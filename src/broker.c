@@ -1002,13 +1002,9 @@ int pb_ref_send_many(pb_ref *const *refs, size_t n, const char *method, const pb
     return first_err;
 }
 
-pb_deferred *pb_ref_callf(pb_ref *r, const char *method, const char *fmt, ...) {
-    pb_arena *a = pb_arena_new(0);
-    if (!a) return NULL;
+pb_value *pb__args_vformat(pb_arena *a, const char *fmt, va_list ap) {
     pb_value *t = pb_tuple(a, fmt ? strlen(fmt) : 0);
     int ok = t != NULL;
-    va_list ap;
-    va_start(ap, fmt);
     for (const char *f = fmt; ok && f && *f; f++) {
         pb_value *v = NULL;
         switch (*f) {
@@ -1030,8 +1026,17 @@ pb_deferred *pb_ref_callf(pb_ref *r, const char *method, const char *fmt, ...) {
         }
         ok = v && pb_seq_append(a, t, v) == PB_OK;
     }
+    return ok ? t : NULL;
+}
+
+pb_deferred *pb_ref_callf(pb_ref *r, const char *method, const char *fmt, ...) {
+    pb_arena *a = pb_arena_new(0);
+    if (!a) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    pb_value *t = pb__args_vformat(a, fmt, ap);
     va_end(ap);
-    pb_deferred *d = ok ? pb_ref_call(r, method, t, NULL, NULL, NULL) : NULL;
+    pb_deferred *d = t ? pb_ref_call(r, method, t, NULL, NULL, NULL) : NULL;
     pb_arena_free(a);
     return d;
 }
@@ -1132,13 +1137,18 @@ int pb_call_fail_failure(pb_call *call, const pb_failure *f) {
     return rc;
 }
 
+/* The failure pb_call_fail sends: type (default pb.Error) and message, in
+ * a (NULL: none). */
+static pb_failure *call_failure(pb_arena *a, const char *type, const char *message) {
+    return a ? pb_failure_new(a, 0, type ? type : PB_FAILURE_PB_ERROR, message ? message : "", NULL, 0)
+             : NULL;
+}
+
 int pb_call_fail(pb_call *call, const char *type, const char *message) {
     if (!call) return PB_EINVAL;
     if (call->answered) return PB_ESTATE;
     pb_arena *a = pb_arena_new(0);
-    pb_failure *f = a ? pb_failure_new(a, 0, type ? type : PB_FAILURE_PB_ERROR,
-                                       message ? message : "", NULL, 0)
-                      : NULL;
+    pb_failure *f = call_failure(a, type, message);
     int rc;
     if (f) {
         rc = pb_call_fail_failure(call, f);
@@ -1154,9 +1164,7 @@ int pb_call_fail_pickled(pb_call *call, const char *type, const char *message) {
     if (!call) return PB_EINVAL;
     if (call->answered) return PB_ESTATE;
     pb_arena *a = pb_arena_new(0);
-    pb_failure *f = a ? pb_failure_new(a, 0, type ? type : PB_FAILURE_PB_ERROR,
-                                       message ? message : "", NULL, 0)
-                      : NULL;
+    pb_failure *f = call_failure(a, type, message);
     if (!f) {
         pb_arena_free(a);
         return pb_call_fail(call, type, message);
@@ -1271,8 +1279,7 @@ static const pb_method *find_method(const pb_class *cls, const char *name, int v
     return any && (view ? any->view != NULL : any->fn != NULL) ? any : NULL;
 }
 
-/* Twisted's repr of an object id for KeyError texts. */
-static void id_repr(const pb_value *id, char *buf, size_t cap) {
+void pb__id_repr(const pb_value *id, char *buf, size_t cap, const char *empty) {
     if (id && id->type == PB_INT) {
         snprintf(buf, cap, "%lld", (long long)id->u.i);
         return;
@@ -1281,7 +1288,7 @@ static void id_repr(const pb_value *id, char *buf, size_t cap) {
     pb_buf_init(&r);
     r.limit = cap;
     if (id) pb_value_repr(id, &r);
-    snprintf(buf, cap, "%.*s", (int)r.len, r.data ? (const char *)r.data : "");
+    snprintf(buf, cap, "%.*s", (int)r.len, r.data ? (const char *)r.data : empty);
     pb_buf_free(&r);
 }
 
@@ -1466,7 +1473,7 @@ static void cmd_message(pb_broker *b, const pb_value *x, int cache) {
         }
         if (answer) {
             char buf[128];
-            id_repr(it[2], buf, sizeof buf);
+            pb__id_repr(it[2], buf, sizeof buf, "");
             send_error(b, req, PB_FAILURE_KEY_ERROR, buf);
         }
         return;
@@ -1540,7 +1547,7 @@ static void cmd_decref(pb_broker *b, const pb_value *x) {
     export *e = x->u.seq.len == 2 ? export_lookup(b, x->u.seq.items[1]) : NULL;
     if (!e) {
         char buf[64] = "?";
-        if (x->u.seq.len == 2) id_repr(x->u.seq.items[1], buf, sizeof buf);
+        if (x->u.seq.len == 2) pb__id_repr(x->u.seq.items[1], buf, sizeof buf, "");
         fatal(b, PB_EPROTO, "decref of unknown LUID %s", buf);
         return;
     }
@@ -1610,7 +1617,7 @@ static void handle_expr(pb_broker *b, const pb_value *x) {
         if (x->u.seq.len != 2) fatal(b, PB_EPROTO, "malformed version message");
         else if (!is_int(x->u.seq.items[1]) || x->u.seq.items[1]->u.i != 6) {
             char buf[64] = "?";
-            id_repr(x->u.seq.items[1], buf, sizeof buf);
+            pb__id_repr(x->u.seq.items[1], buf, sizeof buf, "");
             fatal(b, PB_EPROTO, "Version Incompatibility: 6 %s", buf);
         }
     } else if (pb_value_is(cmd, "cachemessage")) cmd_message(b, x, 1);

@@ -5,6 +5,7 @@
 #ifndef PB_BROKER_INT_H
 #define PB_BROKER_INT_H
 
+#include <stdarg.h>
 #include "pb/broker.h"
 
 /* failure.c: the failure type a local PB_E* code is reported as. */
@@ -47,6 +48,15 @@ void pb__pool_arena_park(pb__dpool *p, pb_arena *a);
  * Python-like TypeError text in msg. */
 int pb__args_bind(pb_arena *a, const char *sig, const char *qual, pb_value *args,
                   pb_value *kwargs, int bytes_keys_ok, pb_args *out, char *msg, size_t msgcap);
+
+/* broker.c: the arguments tuple of pb_ref_callf's format fmt (see
+ * pb/broker.h), built in a from ap; NULL on an unknown letter, a NULL
+ * string or no memory. */
+pb_value *pb__args_vformat(pb_arena *a, const char *fmt, va_list ap);
+
+/* broker.c: Twisted's repr of an object id for KeyError texts, in
+ * buf[cap]; the text empty when id is missing or has no repr. */
+void pb__id_repr(const pb_value *id, char *buf, size_t cap, const char *empty);
 
 /* broker.c: the ud of b's callbacks when its output_ready is fn, else
  * NULL (how the transport finds the connection of a broker). */

@@ -74,19 +74,6 @@ static pb__caches *tables(pb_broker *b, int create) {
     return *slot;
 }
 
-static void id_text(const pb_value *id, char *buf, size_t cap) {
-    if (id && id->type == PB_INT) {
-        snprintf(buf, cap, "%lld", (long long)id->u.i);
-        return;
-    }
-    pb_buf r;
-    pb_buf_init(&r);
-    r.limit = cap;
-    if (id) pb_value_repr(id, &r);
-    snprintf(buf, cap, "%.*s", (int)r.len, r.data ? (const char *)r.data : "?");
-    pb_buf_free(&r);
-}
-
 /* ------------------------------------------------------------ observers */
 
 pb_cache_observer *pb_cache_observer_ref(pb_cache_observer *o) {
@@ -129,33 +116,11 @@ pb_deferred *pb_cache_observer_call(pb_cache_observer *o, const char *method,
 pb_deferred *pb_cache_observer_callf(pb_cache_observer *o, const char *method, const char *fmt, ...) {
     pb_arena *a = pb_arena_new(0);
     if (!a) return NULL;
-    pb_value *t = pb_tuple(a, fmt ? strlen(fmt) : 0);
-    int ok = t != NULL;
     va_list ap;
     va_start(ap, fmt);
-    for (const char *f = fmt; ok && f && *f; f++) {
-        pb_value *v = NULL;
-        switch (*f) {
-        case 's': { const char *s = va_arg(ap, const char *); v = s ? pb_strz(a, s) : NULL; break; }
-        case 'y': {
-            const char *p = va_arg(ap, const char *);
-            size_t n = va_arg(ap, size_t);
-            v = pb_bytes(a, p ? p : "", p ? n : 0);
-            break;
-        }
-        case 'i': v = pb_int(a, va_arg(ap, int64_t)); break;
-        case 'b': v = pb_bool(a, va_arg(ap, int)); break;
-        case 'f': v = pb_float(a, va_arg(ap, double)); break;
-        case 'n': v = pb_none(a); break;
-        case 'o': { pb_object *x = va_arg(ap, pb_object *); v = x ? pb_object_value(a, x) : pb_none(a); break; }
-        case 'r': { pb_ref *x = va_arg(ap, pb_ref *); v = x ? pb_ref_value(a, x) : pb_none(a); break; }
-        case 'v': { pb_value *x = va_arg(ap, pb_value *); v = x ? x : pb_none(a); break; }
-        default: v = NULL;
-        }
-        ok = v && pb_seq_append(a, t, v) == PB_OK;
-    }
+    pb_value *t = pb__args_vformat(a, fmt, ap);
     va_end(ap);
-    pb_deferred *d = ok ? pb_cache_observer_call(o, method, t, NULL, NULL) : NULL;
+    pb_deferred *d = t ? pb_cache_observer_call(o, method, t, NULL, NULL) : NULL;
     pb_arena_free(a);
     return d;
 }
@@ -446,14 +411,14 @@ int pb__cache_decode(pb_broker *b, pb_arena *a, const char *tag, const pb_value 
     if (lcache) { /* our own cacheable, back from the peer */
         cout *e = t ? kmap_get(&t->out, (uint64_t)id->u.i, 0) : NULL;
         if (!e) {
-            id_text(id, buf, sizeof buf);
+            pb__id_repr(id, buf, sizeof buf, "?");
             return pb_err_set(err, PB_ENOTFOUND, "%s", buf);
         }
         *out = pb_object_value(a, &e->obj->obj);
     } else {
         pb_remote_cache *c = t ? kmap_get(&t->in, (uint64_t)id->u.i, 0) : NULL;
         if (!c) {
-            id_text(id, buf, sizeof buf);
+            pb__id_repr(id, buf, sizeof buf, "?");
             return pb_err_set(err, PB_ENOTFOUND, "%s", buf);
         }
         *out = pb_object_value(a, &c->obj);
@@ -479,7 +444,7 @@ int pb__cache_command(pb_broker *b, const pb_value *x, char *msg, size_t cap) {
         found = kmap_get(decache ? &t->out : &t->in, (uint64_t)id->u.i, 0);
     if (!found) {
         char buf[64] = "?";
-        if (id) id_text(id, buf, sizeof buf);
+        if (id) pb__id_repr(id, buf, sizeof buf, "?");
         snprintf(msg, cap, "%s of unknown LUID %s", decache ? "decache" : "uncache", buf);
         return PB_EPROTO;
     }

@@ -15,6 +15,7 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,7 +261,10 @@ static int repr_decimal(pb_buf *b, const pb_value *v) {
     int neg = *s == '-';
     if (neg) s++;
     long long n = (long long)strlen(s), e = v->u.dec.exponent;
-    long long adjusted = e + n - 1;
+    /* e + n - 1 can pass LLONG_MAX for a hostile exponent: then print it
+     * as unsigned (n is bounded by the digit count, so the sum fits). */
+    int huge = e > 0 && n - 1 > LLONG_MAX - e;
+    long long adjusted = huge ? LLONG_MAX : e + n - 1;
     rc = put(b, "Decimal('");
     if (!rc && neg) rc = pb_buf_putc(b, '-');
     if (rc) goto done;
@@ -277,7 +281,9 @@ static int repr_decimal(pb_buf *b, const pb_value *v) {
     } else {
         rc = pb_buf_putc(b, (uint8_t)s[0]);
         if (!rc && n > 1) rc = pb_buf_printf(b, ".%s", s + 1);
-        if (!rc) rc = pb_buf_printf(b, "E%+lld", adjusted);
+        if (!rc)
+            rc = huge ? pb_buf_printf(b, "E+%llu", (unsigned long long)e + (unsigned long long)(n - 1))
+                      : pb_buf_printf(b, "E%+lld", adjusted);
     }
     if (!rc) rc = put(b, "')");
 done:

@@ -4,67 +4,14 @@
 #include <stdarg.h>
 #include "pb/broker.h"
 #include "test.h"
+#include "pair_util.h"
 
 /* ------------------------------------------------------------- harness */
 
-typedef struct side {
-    pb_broker *b;
-    int closed, close_code, connected;
-    char close_msg[256];
-} side;
-
-static void on_close(pb_broker *b, int code, const char *msg, void *ud) {
-    (void)b;
-    side *s = ud;
-    s->closed++;
-    s->close_code = code;
-    snprintf(s->close_msg, sizeof s->close_msg, "%s", msg);
-}
-static void on_connected(pb_broker *b, void *ud) {
-    (void)b;
-    ((side *)ud)->connected++;
-}
-
 static pb_jelly_registry *client_reg;
-
-static void side_init(side *s, int is_server, pb_object *root, const pb_broker_config *cfg) {
-    memset(s, 0, sizeof *s);
-    pb_broker_config c;
-    if (cfg) c = *cfg;
-    else pb_broker_config_default(&c);
-    c.is_server = is_server;
-    if (!is_server && !c.registry) c.registry = client_reg;
-    pb_broker_callbacks cb = {s, NULL, on_close, on_connected, NULL, NULL};
-    s->b = pb_broker_new(&c, &cb, root);
-}
 
 /* Bytes the server sent, in the order sent (for byte checks). */
 static pb_buf s2c_log, c2s_log;
-
-static void pump(side *srv, side *cli) {
-    for (int round = 0; round < 1000; round++) {
-        const uint8_t *p;
-        size_t n1 = srv->b ? pb_broker_output(srv->b, &p) : 0;
-        if (n1) {
-            uint8_t *copy = malloc(n1);
-            memcpy(copy, p, n1);
-            pb_broker_output_consume(srv->b, n1);
-            pb_buf_append(&s2c_log, copy, n1);
-            if (cli->b) pb_broker_feed(cli->b, copy, n1);
-            free(copy);
-        }
-        size_t n2 = cli->b ? pb_broker_output(cli->b, &p) : 0;
-        if (n2) {
-            uint8_t *copy = malloc(n2);
-            memcpy(copy, p, n2);
-            pb_broker_output_consume(cli->b, n2);
-            pb_buf_append(&c2s_log, copy, n2);
-            if (srv->b) pb_broker_feed(srv->b, copy, n2);
-            free(copy);
-        }
-        if (!n1 && !n2) return;
-    }
-}
 
 static void log_reset(void) {
     pb_buf_free(&s2c_log);
@@ -76,49 +23,6 @@ static int log_has(const pb_buf *b, const uint8_t *needle, size_t n) {
     for (size_t i = 0; b->data && i + n <= b->len; i++)
         if (!memcmp(b->data + i, needle, n)) return 1;
     return 0;
-}
-
-typedef struct got {
-    int fired, failed;
-    char type[128], value[256];
-    int64_t i;
-    int b;
-    pb_arena *a;
-    pb_value *v; /* the value, kept in a (holds caches / refs) */
-} got;
-
-static int got_cb(pb_deferred *d, void *ud) {
-    got *g = ud;
-    g->fired++;
-    pb_value *v = pb_deferred_value(d);
-    if (!g->a) g->a = pb_arena_new(0);
-    g->v = pb_value_copy(g->a, v);
-    if (v->type == PB_INT) g->i = v->u.i;
-    if (v->type == PB_BOOL) g->b = v->u.b;
-    return 0;
-}
-
-static int got_eb(pb_deferred *d, void *ud) {
-    got *g = ud;
-    const pb_failure *f = pb_deferred_failure(d);
-    g->fired++;
-    g->failed = f->code ? f->code : 1;
-    snprintf(g->type, sizeof g->type, "%s", f->type);
-    snprintf(g->value, sizeof g->value, "%s", f->value);
-    return 0;
-}
-
-static void got_free(got *g) {
-    pb_arena_free(g->a);
-    memset(g, 0, sizeof *g);
-}
-
-static void watch(pb_deferred *d, got *g) {
-    memset(g, 0, sizeof *g);
-    if (d) {
-        pb_deferred_add(d, got_cb, got_eb, g);
-        pb_deferred_unref(d);
-    }
 }
 
 /* ------------------------------------------------------ the owner's side */
@@ -276,17 +180,15 @@ static void init_objects(void) {
     log_reset();
 }
 
-static void pair_up(side *srv, side *cli, const pb_broker_config *scfg) {
+/* pair_up with fresh objects and the_root. */
+static void counters_pair_up(side *srv, side *cli, const pb_broker_config *scfg) {
     init_objects();
-    side_init(srv, 1, &the_root, scfg);
-    side_init(cli, 0, NULL, NULL);
-    pump(srv, cli);
+    pair_up(srv, cli, &the_root, scfg);
 }
 
-static void pair_free(side *srv, side *cli) {
-    pb_broker_free(cli->b);
-    pb_broker_free(srv->b);
-    cli->b = srv->b = NULL;
+/* pair_free, then the counters start afresh. */
+static void counters_pair_free(side *srv, side *cli) {
+    pair_free(srv, cli);
     counter_reset(&the_counter, 1);
     for (int i = 0; i < 6; i++) counter_reset(&extra_counters[i], 0);
 }
@@ -301,7 +203,7 @@ static counter_cache *cache_of(const got *g) {
 
 TEST(first_send_is_tag_luid_state_then_cached_luid_byte_for_byte) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     log_reset();
     got g1, g2;
     watch(call0(&c, "getCounter"), &g1);
@@ -336,12 +238,12 @@ TEST(first_send_is_tag_luid_state_then_cached_luid_byte_for_byte) {
     CHECK_EQ_INT(cache_states, 1);
     got_free(&g1);
     got_free(&g2);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
 }
 
 TEST(observer_calls_are_cachemessages_dispatched_to_observe_methods) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     got g, b;
     watch(call0(&c, "getCounter"), &g);
     pump(&s, &c);
@@ -386,12 +288,12 @@ TEST(observer_calls_are_cachemessages_dispatched_to_observe_methods) {
     CHECK(pb_cache_observer_broker(the_counter.obs[0]) == s.b);
     got_free(&g);
     got_free(&b);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
 }
 
 TEST(lcache_brings_the_owners_own_cacheable_back_and_luids_are_shared) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     got g, m, t;
     watch(call0(&c, "getCounter"), &g);
     pump(&s, &c);
@@ -412,12 +314,12 @@ TEST(lcache_brings_the_owners_own_cacheable_back_and_luids_are_shared) {
     got_free(&t);
     got_free(&m);
     got_free(&g);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
 }
 
 TEST(dropping_every_copy_sends_one_decache_each_and_the_owner_uncaches) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     got g1, g2;
     watch(call0(&c, "getCounter"), &g1);
     watch(call0(&c, "getCounter"), &g2);
@@ -454,13 +356,13 @@ TEST(dropping_every_copy_sends_one_decache_each_and_the_owner_uncaches) {
     CHECK(cache_of(&g1) && pb_remote_cache_luid(&cache_of(&g1)->base) == 2);
     CHECK_EQ_INT(the_counter.states_taken, 2);
     got_free(&g1);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
     CHECK_EQ_INT(cache_destroyed, 2);
 }
 
 TEST(a_cachemessage_racing_the_decache_still_reaches_the_cache) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     got g;
     watch(call0(&c, "getCounter"), &g);
     pump(&s, &c);
@@ -480,12 +382,12 @@ TEST(a_cachemessage_racing_the_decache_still_reaches_the_cache) {
     CHECK_EQ_INT(cache_destroyed, 1);
     CHECK_EQ_INT(the_counter.stopped, 1);
     CHECK_EQ_INT(s.closed + c.closed, 0);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
 }
 
 TEST(observer_calls_after_the_cache_is_gone_fail_with_ESTATE) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     got g;
     watch(call0(&c, "getCounter"), &g);
     pump(&s, &c);
@@ -499,12 +401,12 @@ TEST(observer_calls_after_the_cache_is_gone_fail_with_ESTATE) {
     CHECK(pb_cache_observer_call(o, "setValue", NULL, NULL, &err) == NULL);
     CHECK_EQ_INT(err.code, PB_ESTATE);
     pb_cache_observer_unref(o);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
 }
 
 TEST(connection_loss_runs_stoppedObserving_and_forgets_received_caches) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     got g;
     watch(call0(&c, "getCounter"), &g);
     pump(&s, &c);
@@ -518,12 +420,12 @@ TEST(connection_loss_runs_stoppedObserving_and_forgets_received_caches) {
     CHECK_EQ_INT(cache_destroyed, 1);
     const uint8_t *p;
     CHECK_EQ_INT(pb_broker_output(c.b, &p), 0);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
     /* freeing a broker with a cache held: the cache outlives it */
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     watch(call0(&c, "getCounter"), &g);
     pump(&s, &c);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
     CHECK_EQ_INT(cache_destroyed, 0);
     got_free(&g);
     CHECK_EQ_INT(cache_destroyed, 1);
@@ -534,7 +436,7 @@ TEST(the_cache_count_limit_answers_pb_Error_and_repeat_offenders_are_dropped) {
     pb_broker_config cfg;
     pb_broker_config_default(&cfg);
     cfg.max_refs = 2;
-    pair_up(&s, &c, &cfg);
+    counters_pair_up(&s, &c, &cfg);
     got g[6];
     for (int i = 0; i < 3; i++) {
         watch(pb_ref_callf(pb_broker_root(c.b), "getExtra", "i", (int64_t)i), &g[i]);
@@ -557,12 +459,12 @@ TEST(the_cache_count_limit_answers_pb_Error_and_repeat_offenders_are_dropped) {
     CHECK_EQ_INT(s.closed, 1);
     CHECK_MSG(strstr(s.close_msg, "Maximum PB cache count exceeded.  Goodbye.") != NULL, "%s", s.close_msg);
     for (int i = 0; i < 4; i++) got_free(&g[i]);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
 }
 
 TEST(a_message_that_fails_to_encode_leaves_no_cache_registered) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     got g;
     watch(call0(&c, "badPair"), &g);
     pump(&s, &c);
@@ -583,7 +485,7 @@ TEST(a_message_that_fails_to_encode_leaves_no_cache_registered) {
     pump(&s, &c);
     CHECK_EQ_INT(the_counter.stopped, 1);
     CHECK_EQ_INT(s.closed + c.closed, 0);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
 }
 
 /* Raw frames onto a connected broker. */
@@ -613,7 +515,7 @@ static pb_value *decode_all(pb_arena *a, const uint8_t *p, size_t n, int skip_di
 
 TEST(hostile_cache_forms_fail_the_message_or_the_connection_as_twisted_does) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     pb_arena *a = pb_arena_new(0);
     /* cachemessage to an unknown LUID: KeyError reply */
     pb_buf o;
@@ -713,7 +615,7 @@ TEST(hostile_cache_forms_fail_the_message_or_the_connection_as_twisted_does) {
     CHECK_MSG(strstr(c.close_msg, "uncache of unknown LUID") != NULL, "%s", c.close_msg);
     pb_buf_free(&o);
     pb_arena_free(a);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
 }
 
 /* An answer carrying cache forms straight from bytes (the client side). */
@@ -755,7 +657,7 @@ static void put_dup_pair(pb_buf *o) { /* (list ("test.Plain" 4 0) ("test.Plain" 
 
 TEST(a_class_without_set_state_keeps_the_state_and_bad_luids_are_refused) {
     side s, c;
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     got g;
     watch(call0(&c, "getThing"), &g); /* any call: we answer it ourselves */
     const uint8_t *p;
@@ -780,9 +682,9 @@ TEST(a_class_without_set_state_keeps_the_state_and_bad_luids_are_refused) {
     CHECK_EQ_INT(g.failed != 0, 1);
     CHECK_EQ_INT(c.closed, 1);
     got_free(&g);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
     /* the same LUID twice while cached: refused */
-    pair_up(&s, &c, NULL);
+    counters_pair_up(&s, &c, NULL);
     watch(call0(&c, "getThing"), &g);
     pb_broker_output_consume(c.b, pb_broker_output(c.b, &p));
     feed_answer(&c, 1, put_dup_pair);
@@ -793,7 +695,7 @@ TEST(a_class_without_set_state_keeps_the_state_and_bad_luids_are_refused) {
     static const uint8_t dc4[] = {0x02, 0x80, 0x1e, 0x87, 0x04, 0x81};
     CHECK(log_has(&(pb_buf){(uint8_t *)p, n, n, 0}, dc4, sizeof dc4));
     got_free(&g);
-    pair_free(&s, &c);
+    counters_pair_free(&s, &c);
 }
 
 /* -------------------------------------------------- scripted transcript */
@@ -836,6 +738,9 @@ TEST(transcript_h_cache_and_refs_client_bytes_get_twisteds_answers) {
 
 int main(void) {
     client_reg = pb_jelly_registry_new();
+    g_client_registry = client_reg;
+    g_s2c_log = &s2c_log;
+    g_c2s_log = &c2s_log;
     CHECK_EQ_INT(pb_remote_cache_register(client_reg, &cc_class), 0);
     CHECK_EQ_INT(pb_remote_cache_register(client_reg, &plain_class), 0);
     CHECK_EQ_INT(pb_remote_cache_register(client_reg, NULL), PB_EINVAL);

@@ -14,6 +14,7 @@
 
 #include "pb/pb.h"
 #include "test.h"
+#include "pair_util.h"
 
 /* ------------------------------------------------------------ the realm */
 
@@ -88,28 +89,9 @@ typedef struct pair {
     pb_broker *s, *c;
 } pair;
 
-static void pump(pair *p)
+static void pump_pair(pair *p)
 {
-    for (int i = 0; i < 10000; i++) {
-        int moved = 0;
-        pb_broker *from[2] = {p->s, p->c}, *to[2] = {p->c, p->s};
-        for (int k = 0; k < 2; k++) {
-            if (!from[k] || !to[k])
-                continue;
-            const uint8_t *data;
-            size_t n = pb_broker_output(from[k], &data);
-            if (!n)
-                continue;
-            uint8_t *copy = malloc(n);
-            memcpy(copy, data, n);
-            pb_broker_output_consume(from[k], n);
-            pb_broker_feed(to[k], copy, n);
-            free(copy);
-            moved = 1;
-        }
-        if (!moved)
-            return;
-    }
+    pump_brokers(p->s, p->c, 10000);
 }
 
 static pb_portal *portal_new(int anonymous, const pb_portal_opts *opts)
@@ -144,7 +126,7 @@ static void pair_open_ex(pair *p, pb_portal *portal, int root_first)
         pb_object_unref(root);
     }
     p->c = pb_broker_new(&cc, &cb, NULL);
-    pump(p);
+    pump_pair(p);
 }
 
 static void pair_open(pair *p, pb_portal *portal) { pair_open_ex(p, portal, 0); }
@@ -161,7 +143,7 @@ static void pair_close(pair *p)
 static pb_deferred *login(pair *p, const char *user, int as_text, const char *pw, pb_object *mind)
 {
     pb_deferred *d = pb_broker_login(p->c, user, user ? strlen(user) : 0, as_text, pw, mind);
-    pump(p);
+    pump_pair(p);
     return d;
 }
 
@@ -215,11 +197,11 @@ static void login_ok(int root_first)
     CHECK(!strcmp(last_avatar_id, "user1"));
     CHECK_EQ_INT(last_mind_present, 0);
     pb_deferred *r = pb_ref_callf(avatar_of(d), "foo", "i", (int64_t)12);
-    pump(&p);
+    pump_pair(&p);
     CHECK(r && pb_deferred_value(r) && pb_deferred_value(r)->u.i == 12);
     pb_deferred_unref(r);
     pb_deferred_unref(d);
-    pump(&p);
+    pump_pair(&p);
     pair_close(&p);
     pb_portal_free(portal);
     CHECK_EQ_INT(avatars_alive, 0);
@@ -285,14 +267,14 @@ static pb_deferred *call_root(pair *p, const char *method, pb_value *arg)
     pb_seq_append(a, t, pb_value_copy(a, arg));
     pb_deferred *d = pb_ref_call(pb_broker_root(p->c), method, t, NULL, NULL, NULL);
     pb_arena_free(a);
-    pump(p);
+    pump_pair(p);
     return d;
 }
 
 static pb_deferred *respond(pair *p, pb_ref *challenger, const uint8_t resp[16])
 {
     pb_deferred *d = pb_ref_callf(challenger, "respond", "yn", (const char *)resp, (size_t)16);
-    pump(p);
+    pump_pair(p);
     return d;
 }
 
@@ -327,7 +309,7 @@ TEST(a_challenger_accepts_exactly_one_response)
     pb_deferred_unref(d2);
     pb_deferred_unref(d);
     pb_arena_free(a);
-    pump(&p);
+    pump_pair(&p);
     pair_close(&p);
     pb_portal_free(portal);
 }
@@ -342,7 +324,7 @@ TEST(logout_runs_once_when_the_client_releases_the_avatar)
     CHECK(avatar_of(d) != NULL);
     CHECK_EQ_INT(logouts, 0);
     pb_deferred_unref(d); /* drops the avatar reference: decref */
-    pump(&p);
+    pump_pair(&p);
     CHECK_EQ_INT(logouts, 1);
     CHECK_EQ_INT(avatars_alive, 0);
     pair_close(&p);
@@ -411,10 +393,10 @@ TEST(the_realm_can_answer_later)
     avatar *a = avatar_new("user1");
     pb_realm_answer(held_req, &a->base, on_logout, NULL);
     pb_object_unref(&a->base);
-    pump(&p);
+    pump_pair(&p);
     CHECK(avatar_of(d) != NULL);
     pb_deferred_unref(d);
-    pump(&p);
+    pump_pair(&p);
     CHECK_EQ_INT(logouts, 1);
     pair_close(&p);
     pb_portal_free(portal);
@@ -435,13 +417,13 @@ TEST(the_realm_can_answer_through_a_deferred)
     pb_arena_free(ar);
     pb_object_unref(&a->base);
     pb_deferred_unref(held_d);
-    pump(&p);
+    pump_pair(&p);
     CHECK(avatar_of(d) != NULL);
     /* and a failing deferred fails the login with its failure */
     pb_deferred *d2 = login(&p, "user2", 0, "pass2", NULL);
     pb_deferred_fail(held_d, PB_EAUTH, "builtins.KeyError", "not in the database");
     pb_deferred_unref(held_d);
-    pump(&p);
+    pump_pair(&p);
     CHECK(failed_with(d2, "builtins.KeyError", "not in the database"));
     pb_deferred_unref(d);
     pb_deferred_unref(d2);
@@ -553,7 +535,7 @@ TEST(checkers_may_answer_later_and_are_asked_in_order)
     pb_deferred *d1 = login(&p, "someone", 0, "whatever", NULL);
     CHECK(held_check && !pb_deferred_fired(d1));
     pb_check_ok(held_check, "someone-else");
-    pump(&p);
+    pump_pair(&p);
     CHECK(avatar_of(d1) != NULL);
     CHECK(!strcmp(last_avatar_id, "someone-else"));
     /* first checker says no, later: the second one is asked */
@@ -561,14 +543,14 @@ TEST(checkers_may_answer_later_and_are_asked_in_order)
     pb_deferred *d2 = login(&p, "user1", 0, "pass1", NULL);
     CHECK(held_check != NULL);
     pb_check_fail(held_check);
-    pump(&p);
+    pump_pair(&p);
     CHECK(avatar_of(d2) != NULL);
     CHECK(!strcmp(last_avatar_id, "user1"));
     /* both say no */
     held_check = NULL;
     pb_deferred *d3 = login(&p, "user1", 0, "nope", NULL);
     pb_check_fail(held_check);
-    pump(&p);
+    pump_pair(&p);
     CHECK(failed_with(d3, PB_FAILURE_UNAUTHORIZED, ""));
     /* lost while the checker works: its late answer is harmless */
     held_check = NULL;

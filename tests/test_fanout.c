@@ -11,6 +11,7 @@
 #include <string.h>
 #include "pb/broker.h"
 #include "test.h"
+#include "pair_util.h"
 
 #define N 5
 
@@ -28,7 +29,7 @@ typedef struct world {
 
 static world *g_cur;
 
-static void on_close(pb_broker *b, int code, const char *msg, void *ud) {
+static void ignore_close(pb_broker *b, int code, const char *msg, void *ud) {
     (void)b, (void)code, (void)msg, (void)ud;
 }
 
@@ -57,29 +58,11 @@ static pb_broker *mk(int is_server, pb_object *root) {
     pb_broker_config c;
     pb_broker_config_default(&c);
     c.is_server = is_server;
-    pb_broker_callbacks cb = {NULL, NULL, on_close, NULL, NULL, NULL};
+    pb_broker_callbacks cb = {NULL, NULL, ignore_close, NULL, NULL, NULL};
     return pb_broker_new(&c, &cb, root);
 }
 
-static uint8_t g_wire[1 << 16];
-static void move(pb_broker *from, pb_broker *to) {
-    const uint8_t *p;
-    size_t n;
-    while ((n = pb_broker_output(from, &p)) > 0) {
-        size_t k = n > sizeof g_wire ? sizeof g_wire : n;
-        memcpy(g_wire, p, k);
-        pb_broker_output_consume(from, k);
-        pb_broker_feed(to, g_wire, k);
-    }
-}
-static void pump(pair *p) {
-    for (int r = 0; r < 1000; r++) {
-        const uint8_t *x;
-        if (!pb_broker_output(p->srv, &x) && !pb_broker_output(p->cli, &x)) return;
-        move(p->srv, p->cli);
-        move(p->cli, p->srv);
-    }
-}
+static void pump_pair(pair *p) { pump_brokers(p->srv, p->cli, 1000); }
 
 static void world_init(world *w) {
     memset(w, 0, sizeof *w);
@@ -89,11 +72,11 @@ static void world_init(world *w) {
         pb_object_init(&w->mind[i], &Mind);
         w->p[i].srv = mk(1, &w->root);
         w->p[i].cli = mk(0, NULL);
-        pump(&w->p[i]);
+        pump_pair(&w->p[i]);
         pb_deferred *d = pb_ref_callf(pb_broker_root(w->p[i].cli), "hello", "o", &w->mind[i]);
         CHECK(d != NULL);
         pb_deferred_unref(d);
-        pump(&w->p[i]);
+        pump_pair(&w->p[i]);
         CHECK(w->p[i].mind != NULL);
     }
 }
@@ -151,7 +134,7 @@ static void compare_send(const pb_value *args, const pb_value *kw, int close_one
     /* and the minds get them */
     g_cur = &A;
     for (int i = 0; i < N; i++) {
-        pump(&A.p[i]);
+        pump_pair(&A.p[i]);
         CHECK_EQ_INT(A.p[i].printed, close_one && i == 2 ? 0 : 3);
     }
     world_free(&A);

@@ -39,16 +39,9 @@
 #include <unistd.h>
 #include "pb/pb.h"
 #include "test.h"
+#include "loop_util.h"
 
 /* ------------------------------------------------------------ the server */
-
-static int root_echo(pb_call *call, void *self, const pb_args *a) {
-    return pb_call_return(call, pb_arg(a, 0));
-}
-
-static int root_add(pb_call *call, void *self, const pb_args *a) {
-    return pb_call_return(call, pb_int(pb_call_arena(call), pb_arg_int(a, 0, 0) + pb_arg_int(a, 1, 0)));
-}
 
 /* slow: answered later by the test (deferred), so it stays in flight */
 enum { MAX_SLOW = 64 };
@@ -78,6 +71,10 @@ static int answer_slow(pb_broker *b) {
     g_nslow = keep;
     return n;
 }
+
+/* Before a test's server closes: a deferred call keeps its arena until
+ * answered. */
+static void answer_all_slow(void) { answer_slow(NULL); }
 
 static int slow_count(pb_broker *b) {
     int n = 0;
@@ -122,122 +119,7 @@ static const pb_method root_methods[] = {
     {NULL, NULL, NULL, NULL},
 };
 static const pb_class Root = {"Root", PB_REFERENCEABLE, root_methods, NULL};
-static pb_object g_root;
-
-/* Server-side connections in the order they were served. */
-static pb_conn *g_served[16];
-static int g_nserved;
-static pb_object *root_of(pb_broker *b, void *ud) {
-    if (g_nserved < 16) g_served[g_nserved++] = pb_conn_of(b);
-    return pb_object_ref(&g_root);
-}
-
-static int g_log_lines;
-static char g_log_last[400];
-static void on_log(const char *msg, void *ud) {
-    g_log_lines++;
-    snprintf(g_log_last, sizeof g_log_last, "%s", msg);
-}
-
-/* ------------------------------------------------------------ the client */
-
-typedef struct client {
-    pb_conn *conn;
-    int up, failed_status, lost, settled;
-    double lost_at; /* seconds since t0 */
-    char why[400];
-} client;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-static double g_t0;
-
-static void on_connect(pb_conn *c, int status, const char *msg, void *ud) {
-    client *cl = ud;
-    cl->settled = 1;
-    if (status) {
-        cl->failed_status = status;
-        snprintf(cl->why, sizeof cl->why, "%s", msg ? msg : "");
-        return;
-    }
-    cl->conn = c;
-    cl->up = 1;
-}
-
-static void on_lost(pb_conn *c, const char *why, void *ud) {
-    client *cl = ud;
-    cl->lost++;
-    cl->lost_at = now_s() - g_t0;
-    cl->conn = NULL;
-    snprintf(cl->why, sizeof cl->why, "%s", why ? why : "");
-}
-
-typedef struct result {
-    int fired, failed;
-    int64_t i;
-    pb_ref *ref; /* a reference answered (kept) */
-    char type[128], value[256];
-} result;
-
-static int res_ok(pb_deferred *d, void *ud) {
-    result *r = ud;
-    const pb_value *v = pb_deferred_value(d);
-    r->fired = 1;
-    r->i = v && v->type == PB_INT ? v->u.i : -1;
-    if (v && v->type == PB_REMOTE) r->ref = pb_ref_ref((pb_ref *)v->u.h);
-    if (v && (v->type == PB_STR || v->type == PB_BYTES))
-        snprintf(r->value, sizeof r->value, "%.*s", (int)v->u.s.len, v->u.s.ptr);
-    return 0;
-}
-
-static int res_err(pb_deferred *d, void *ud) {
-    result *r = ud;
-    const pb_failure *f = pb_deferred_failure(d);
-    r->fired = r->failed = 1;
-    snprintf(r->type, sizeof r->type, "%s", f && f->type ? f->type : "");
-    snprintf(r->value, sizeof r->value, "%s", f && f->value ? f->value : "");
-    return 0;
-}
-
-static void res_watch(result *r, pb_deferred *d) {
-    memset(r, 0, sizeof *r);
-    if (!d) {
-        r->fired = r->failed = 1;
-        snprintf(r->value, sizeof r->value, "(no deferred)");
-        return;
-    }
-    pb_deferred_add(d, res_ok, res_err, r);
-    pb_deferred_unref(d);
-}
-
-static void res_free(result *r) {
-    if (r->ref) pb_ref_unref(r->ref);
-    r->ref = NULL;
-}
-
 /* ------------------------------------------------------------ loop tools */
-
-static int g_timed_out;
-static void on_guard(uv_timer_t *t) { g_timed_out = 1; }
-
-static int wait_for(uv_loop_t *loop, volatile int *flag, unsigned ms) {
-    uv_timer_t guard;
-    uv_timer_init(loop, &guard);
-    g_timed_out = 0;
-    uv_timer_start(&guard, on_guard, ms, 0);
-    while (!*flag && !g_timed_out) uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return *flag;
-}
-
-static void run_for(uv_loop_t *loop, unsigned ms) {
-    int never = 0;
-    wait_for(loop, &never, ms);
-}
 
 /* Run until n results have fired (or ms pass). */
 static int wait_all(uv_loop_t *loop, result *r, int n, unsigned ms) {
@@ -248,76 +130,6 @@ static int wait_all(uv_loop_t *loop, result *r, int n, unsigned ms) {
         if (done) return 1;
         if (now_s() > until) return 0;
         run_for(loop, 10);
-    }
-}
-
-static int g_server_closed;
-static void on_server_closed(void *ud) { g_server_closed = 1; }
-
-static void finish(uv_loop_t *loop, pb_server *s) {
-    answer_slow(NULL); /* a deferred call keeps its arena until answered */
-    if (s) {
-        g_server_closed = 0;
-        pb_server_close(s, on_server_closed, NULL);
-        wait_for(loop, &g_server_closed, 5000);
-        CHECK(g_server_closed);
-    }
-    for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT); i++) usleep(1000);
-    uv_run(loop, UV_RUN_DEFAULT);
-    int rc = uv_loop_close(loop);
-    CHECK_MSG(rc == 0, "uv_loop_close: %s", uv_strerror(rc));
-}
-
-static void log_reset(pb_server_opts *so) {
-    so->log = on_log;
-    g_log_lines = 0;
-    g_log_last[0] = 0;
-    g_nserved = 0;
-    g_t0 = now_s();
-}
-
-static pb_server *listen_with(uv_loop_t *loop, pb_server_opts *so) {
-    log_reset(so);
-    pb_server *s = NULL;
-    pb_errbuf err = {0, ""};
-    int rc = pb_listen_tcp(loop, "127.0.0.1", 0, so, root_of, NULL, &s, &err);
-    CHECK_MSG(rc == 0, "listen: %s", err.msg);
-    return s;
-}
-
-/* Connect from bind_addr (NULL: any), with client settings o (NULL:
- * defaults), and run until up or refused. */
-static void connect_opts(uv_loop_t *loop, pb_server *s, const char *bind_addr,
-                         const pb_client_opts *co, client *cl) {
-    memset(cl, 0, sizeof *cl);
-    pb_client_opts o;
-    if (co) o = *co;
-    else pb_client_opts_default(&o);
-    o.bind_addr = bind_addr;
-    o.connect_timeout_ms = 3000;
-    pb_errbuf err = {0, ""};
-    int rc = pb_connect_tcp(loop, "127.0.0.1", pb_server_port(s), &o, on_connect, on_lost, cl, &err);
-    CHECK_MSG(rc == 0, "connect: %s", err.msg);
-    CHECK_MSG(wait_for(loop, &cl->settled, 5000), "connect did not finish");
-}
-
-static void connect_from(uv_loop_t *loop, pb_server *s, const char *bind_addr, client *cl) {
-    connect_opts(loop, s, bind_addr, NULL, cl);
-}
-
-/* One call answered right. */
-static int serves(uv_loop_t *loop, client *cl) {
-    if (!cl->up || !cl->conn) return 0;
-    result r;
-    res_watch(&r, pb_ref_callf(pb_conn_root(cl->conn), "add", "ii", (int64_t)40, (int64_t)2));
-    wait_for(loop, &r.fired, 3000);
-    return r.fired && !r.failed && r.i == 42;
-}
-
-static void close_client(uv_loop_t *loop, client *cl) {
-    if (cl->conn) {
-        pb_conn_close(cl->conn);
-        wait_for(loop, &cl->lost, 5000);
     }
 }
 
@@ -906,6 +718,7 @@ TEST(a_hammered_limit_is_logged_once_then_summarised) {
 
 int main(void) {
     pb_object_init(&g_root, &Root);
+    g_finish_before_close = answer_all_slow;
     double t = now_s();
     RUN(string_over_max_string_drops_only_its_sender);
     RUN(list_over_max_list_drops_only_its_sender);

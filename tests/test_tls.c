@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include "pb/pb.h"
 #include "test.h"
+#include "loop_util.h"
 
 /* ------------------------------------------------------------ certificates */
 
@@ -72,14 +73,6 @@ static void cert_paths(const char *dir) {
 
 /* ------------------------------------------------------------ the server */
 
-static int root_echo(pb_call *call, void *self, const pb_args *a) {
-    return pb_call_return(call, pb_arg(a, 0));
-}
-
-static int root_add(pb_call *call, void *self, const pb_args *a) {
-    return pb_call_return(call, pb_int(pb_call_arena(call), pb_arg_int(a, 0, 0) + pb_arg_int(a, 1, 0)));
-}
-
 /* whoami(): the verified client certificate subject, or None. */
 static int root_whoami(pb_call *call, void *self, const pb_args *a) {
     const char *subj = pb_conn_peer_subject(pb_conn_of(pb_call_broker(call)));
@@ -94,7 +87,6 @@ static const pb_method root_methods[] = {
     {NULL, NULL, NULL, NULL},
 };
 static const pb_class Root = {"Root", PB_REFERENCEABLE, root_methods, NULL};
-static pb_object g_root;
 
 /* What the root function saw: the subject is known before PB starts. */
 static char g_root_subject[256];
@@ -105,98 +97,6 @@ static pb_object *root_of(pb_broker *b, void *ud) {
     snprintf(g_root_subject, sizeof g_root_subject, "%s", s ? s : "(none)");
     if (g_verbose_root) printf("server: connection from %s\n", g_root_subject);
     return pb_object_ref(&g_root);
-}
-
-/* ------------------------------------------------------------ the client */
-
-typedef struct client {
-    pb_conn *conn;
-    int up, failed_status, lost, settled; /* settled: on_connect ran */
-    char why[400];
-} client;
-
-static void on_connect(pb_conn *c, int status, const char *msg, void *ud) {
-    client *cl = ud;
-    if (status) {
-        cl->failed_status = status;
-        cl->settled = 1;
-        snprintf(cl->why, sizeof cl->why, "%s", msg ? msg : "");
-        return;
-    }
-    cl->conn = c;
-    cl->up = 1;
-    cl->settled = 1;
-}
-
-static void on_lost(pb_conn *c, const char *why, void *ud) {
-    client *cl = ud;
-    cl->lost++;
-    cl->conn = NULL;
-    snprintf(cl->why, sizeof cl->why, "%s", why ? why : "");
-}
-
-typedef struct result {
-    int fired, failed;
-    pb_arena *a;
-    pb_value *v;
-} result;
-
-static int res_ok(pb_deferred *d, void *ud) {
-    result *r = ud;
-    r->fired = 1;
-    if (!r->a) r->a = pb_arena_new(0);
-    r->v = pb_value_copy(r->a, pb_deferred_value(d) ? pb_deferred_value(d) : pb_none(r->a));
-    return 0;
-}
-
-static int res_err(pb_deferred *d, void *ud) {
-    result *r = ud;
-    r->fired = r->failed = 1;
-    return 0;
-}
-
-static void res_watch(result *r, pb_deferred *d) {
-    memset(r, 0, sizeof *r);
-    if (!d) return;
-    pb_deferred_add(d, res_ok, res_err, r);
-    pb_deferred_unref(d);
-}
-
-static void res_free(result *r) {
-    pb_arena_free(r->a);
-    r->a = NULL;
-}
-
-/* ------------------------------------------------------------ loop tools */
-
-static int g_timed_out;
-static void on_guard(uv_timer_t *t) { g_timed_out = 1; }
-
-static int wait_for(uv_loop_t *loop, volatile int *flag, unsigned ms) {
-    uv_timer_t guard;
-    uv_timer_init(loop, &guard);
-    g_timed_out = 0;
-    uv_timer_start(&guard, on_guard, ms, 0);
-    while (!*flag && !g_timed_out) uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return *flag;
-}
-
-static int g_server_closed;
-static void on_server_closed(void *ud) { g_server_closed = 1; }
-
-static void finish(uv_loop_t *loop, pb_server *s) {
-    if (s) {
-        g_server_closed = 0;
-        pb_server_close(s, on_server_closed, NULL);
-        wait_for(loop, &g_server_closed, 5000);
-        CHECK(g_server_closed);
-    }
-    for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT); i++) usleep(1000);
-    uv_run(loop, UV_RUN_DEFAULT);
-    int rc = uv_loop_close(loop);
-    CHECK_MSG(rc == 0, "uv_loop_close: %s", uv_strerror(rc));
 }
 
 static pb_tls_opts server_tls(void) {
@@ -227,53 +127,32 @@ static pb_server *listen_tls(uv_loop_t *loop, const pb_tls_opts *t, unsigned hs_
     return s;
 }
 
-/* Connect (t NULL: plain TCP) and run until up or failed. */
-static void connect_to(uv_loop_t *loop, pb_server *s, const char *host, const pb_tls_opts *t,
-                       client *cl) {
-    memset(cl, 0, sizeof *cl);
-    pb_client_opts o;
-    pb_client_opts_default(&o);
-    o.tls = t;
-    o.connect_timeout_ms = 3000;
-    pb_errbuf err = {0, ""};
-    int rc = pb_connect_tcp(loop, host, pb_server_port(s), &o, on_connect, on_lost, cl, &err);
-    CHECK_MSG(rc == 0, "connect: %s", err.msg);
-    CHECK_MSG(wait_for(loop, &cl->settled, 5000), "connect did not finish");
-}
-
-static void close_client(uv_loop_t *loop, client *cl) {
-    if (cl->conn) {
-        pb_conn_close(cl->conn);
-        wait_for(loop, &cl->lost, 3000);
-    }
-}
-
 static void check_calls(uv_loop_t *loop, client *cl) {
     pb_ref *root = pb_conn_root(cl->conn);
     CHECK(root != NULL);
     if (!root) return;
-    result r1, r2;
-    res_watch(&r1, pb_ref_callf(root, "echo", "s", "hello over TLS"));
-    res_watch(&r2, pb_ref_callf(root, "add", "ii", (int64_t)2, (int64_t)40));
+    vresult r1, r2;
+    vres_watch(&r1, pb_ref_callf(root, "echo", "s", "hello over TLS"));
+    vres_watch(&r2, pb_ref_callf(root, "add", "ii", (int64_t)2, (int64_t)40));
     CHECK(wait_for(loop, &r2.fired, 5000));
     CHECK(wait_for(loop, &r1.fired, 5000));
     CHECK(!r1.failed && r1.v && pb_value_is(r1.v, "hello over TLS"));
     CHECK(!r2.failed && r2.v && r2.v->type == PB_INT && r2.v->u.i == 42);
-    res_free(&r1);
-    res_free(&r2);
+    vres_free(&r1);
+    vres_free(&r2);
 }
 
 /* whoami() over cl: the subject the server sees ("" for None). */
 static void whoami(uv_loop_t *loop, client *cl, char *out, size_t n) {
-    result r;
+    vresult r;
     snprintf(out, n, "?");
-    res_watch(&r, pb_ref_callf(pb_conn_root(cl->conn), "whoami", ""));
+    vres_watch(&r, pb_ref_callf(pb_conn_root(cl->conn), "whoami", ""));
     if (wait_for(loop, &r.fired, 5000) && !r.failed && r.v) {
         if (r.v->type == PB_NONE) snprintf(out, n, "%s", "");
         else if (r.v->type == PB_STR || r.v->type == PB_BYTES)
             snprintf(out, n, "%.*s", (int)r.v->u.s.len, r.v->u.s.ptr);
     }
-    res_free(&r);
+    vres_free(&r);
 }
 
 /* -------------------------------------------------------------- the tests */
@@ -434,43 +313,13 @@ TEST(plaintext_client_refused_cleanly) {
 
 /* A raw client that sends garbage instead of a ClientHello is dropped at
  * once with a TLS alert; the server carries on. */
-static int g_raw_eof;
-static uv_write_t g_raw_w;
-static void raw_alloc(uv_handle_t *h, size_t n, uv_buf_t *b) {
-    static char buf[4096];
-    *b = uv_buf_init(buf, sizeof buf);
-}
-static void raw_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
-    if (n < 0) {
-        g_raw_eof = 1;
-        uv_read_stop(st);
-    }
-}
-static void raw_connected(uv_connect_t *req, int status) {
-    static char junk[] = "GET / HTTP/1.0\r\n\r\n";
-    uv_buf_t b = uv_buf_init(junk, sizeof junk - 1);
-    if (status < 0) {
-        g_raw_eof = 1;
-        return;
-    }
-    uv_write(&g_raw_w, req->handle, &b, 1, NULL);
-    uv_read_start(req->handle, raw_alloc, raw_read);
-}
-
 TEST(garbage_instead_of_tls_is_dropped) {
     uv_loop_t loop;
     uv_loop_init(&loop);
     pb_tls_opts st = server_tls(), ct = client_tls();
     pb_server *s = listen_tls(&loop, &st, 0);
-    uv_tcp_t raw;
-    uv_connect_t creq;
-    struct sockaddr_in sa;
-    uv_ip4_addr("127.0.0.1", pb_server_port(s), &sa);
-    uv_tcp_init(&loop, &raw);
-    g_raw_eof = 0;
-    uv_tcp_connect(&creq, &raw, (struct sockaddr *)&sa, raw_connected);
-    CHECK(wait_for(&loop, &g_raw_eof, 3000));
-    uv_close((uv_handle_t *)&raw, NULL);
+    static char junk[] = "GET / HTTP/1.0\r\n\r\n";
+    CHECK(raw_send(&loop, pb_server_port(s), junk, sizeof junk - 1, 3000));
     client g;
     connect_to(&loop, s, "127.0.0.1", &ct, &g);
     CHECK_MSG(g.up, "%s", g.why);
@@ -510,23 +359,23 @@ TEST(large_values_and_many_calls_over_tls) {
         for (size_t i = 0; i < BIG; i++) big[i] = (char)('a' + i % 26);
         big[BIG] = 0;
         pb_ref *root = pb_conn_root(cl.conn);
-        static result rb[N], rs[M];
-        for (int i = 0; i < N; i++) res_watch(&rb[i], pb_ref_callf(root, "echo", "s", big));
+        static vresult rb[N], rs[M];
+        for (int i = 0; i < N; i++) vres_watch(&rb[i], pb_ref_callf(root, "echo", "s", big));
         for (int i = 0; i < M; i++)
-            res_watch(&rs[i], pb_ref_callf(root, "add", "ii", (int64_t)i, (int64_t)1));
+            vres_watch(&rs[i], pb_ref_callf(root, "add", "ii", (int64_t)i, (int64_t)1));
         CHECK(wait_for(&loop, &rs[M - 1].fired, 20000));
         CHECK(wait_for(&loop, &rb[N - 1].fired, 20000));
         int ok = 0;
         for (int i = 0; i < N; i++) {
             ok += rb[i].fired && !rb[i].failed && rb[i].v && rb[i].v->u.s.len == BIG &&
                   !memcmp(rb[i].v->u.s.ptr, big, BIG);
-            res_free(&rb[i]);
+            vres_free(&rb[i]);
         }
         CHECK_EQ_INT(ok, N);
         ok = 0;
         for (int i = 0; i < M; i++) {
             ok += rs[i].fired && !rs[i].failed && rs[i].v && rs[i].v->u.i == i + 1;
-            res_free(&rs[i]);
+            vres_free(&rs[i]);
         }
         CHECK_EQ_INT(ok, M);
         free(big);
@@ -580,12 +429,12 @@ TEST(close_from_either_side) {
     connect_to(&loop, s, "127.0.0.1", &ct, &b);
     CHECK(a.up && b.up);
     if (a.up && b.up) {
-        result r;
-        res_watch(&r, pb_ref_callf(pb_conn_root(a.conn), "echo", "s", "x"));
+        vresult r;
+        vres_watch(&r, pb_ref_callf(pb_conn_root(a.conn), "echo", "s", "x"));
         pb_conn_close(a.conn); /* the call fails: closed before the answer */
         CHECK(wait_for(&loop, &a.lost, 3000));
         CHECK(r.fired);
-        res_free(&r);
+        vres_free(&r);
         CHECK(wait_for(&loop, &b.up, 10));
         check_calls(&loop, &b);
     }
@@ -649,9 +498,9 @@ static int call_mode(int port, int with_cert, const char *ca) {
         const char *subj = pb_conn_peer_subject(cl.conn);
         printf("server certificate: %s\n", subj ? subj : "(none)");
         pb_ref *root = pb_conn_root(cl.conn);
-        result r1, r2;
-        res_watch(&r1, pb_ref_callf(root, "echo", "s", "hello over TLS"));
-        res_watch(&r2, pb_ref_callf(root, "add", "ii", (int64_t)2, (int64_t)40));
+        vresult r1, r2;
+        vres_watch(&r1, pb_ref_callf(root, "echo", "s", "hello over TLS"));
+        vres_watch(&r2, pb_ref_callf(root, "add", "ii", (int64_t)2, (int64_t)40));
         wait_for(&loop, &r2.fired, 5000);
         wait_for(&loop, &r1.fired, 5000);
         if (r1.fired && !r1.failed && r1.v && r1.v->type == PB_STR)
@@ -662,8 +511,8 @@ static int call_mode(int port, int with_cert, const char *ca) {
         whoami(&loop, &cl, who, sizeof who);
         printf("whoami: %s\n", *who ? who : "None");
         status = r1.fired && !r1.failed && r2.fired && !r2.failed ? 0 : 1;
-        res_free(&r1);
-        res_free(&r2);
+        vres_free(&r1);
+        vres_free(&r2);
         close_client(&loop, &cl);
     }
     uv_run(&loop, UV_RUN_DEFAULT);

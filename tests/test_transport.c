@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "pb/pb.h"
 #include "test.h"
+#include "loop_util.h"
 
 /* ------------------------------------------------------------ the server */
 
@@ -37,14 +38,6 @@ static void child_destroy(pb_object *o) {
 
 static const pb_method child_methods[] = {{"ping", "", child_ping, NULL}, {NULL, NULL, NULL, NULL}};
 static const pb_class Child = {"Child", PB_REFERENCEABLE, child_methods, child_destroy};
-
-static int root_echo(pb_call *call, void *self, const pb_args *a) {
-    return pb_call_return(call, pb_arg(a, 0));
-}
-
-static int root_add(pb_call *call, void *self, const pb_args *a) {
-    return pb_call_return(call, pb_int(pb_call_arena(call), pb_arg_int(a, 0, 0) + pb_arg_int(a, 1, 0)));
-}
 
 static int root_fail(pb_call *call, void *self, const pb_args *a) {
     return pb_call_fail(call, PB_FAILURE_VALUE_ERROR, "boom");
@@ -105,7 +98,6 @@ static const pb_method root_methods[] = {
     {NULL, NULL, NULL, NULL},
 };
 static const pb_class Root = {"Root", PB_REFERENCEABLE, root_methods, NULL};
-static pb_object g_root;
 static int g_roots_handed;
 
 static int g_root_saw_conn, g_refuse;
@@ -121,107 +113,6 @@ static void release_hung(void) {
     g_nhung = 0;
 }
 
-/* ------------------------------------------------------------ the client */
-
-typedef struct client {
-    pb_conn *conn;
-    int up, failed_status, lost;
-    char lost_why[200];
-    int done;
-} client;
-
-static void on_connect(pb_conn *c, int status, const char *msg, void *ud) {
-    client *cl = ud;
-    if (status) {
-        cl->failed_status = status;
-        snprintf(cl->lost_why, sizeof cl->lost_why, "%s", msg ? msg : "");
-        return;
-    }
-    cl->conn = c;
-    cl->up = 1;
-}
-
-static void on_lost(pb_conn *c, const char *why, void *ud) {
-    client *cl = ud;
-    cl->lost++;
-    cl->conn = NULL;
-    snprintf(cl->lost_why, sizeof cl->lost_why, "%s", why ? why : "");
-}
-
-/* A result kept beyond its deferred. */
-typedef struct result {
-    int fired, failed;
-    pb_arena *a;
-    pb_value *v;
-    char ftype[128], fvalue[128];
-    int fcode;
-} result;
-
-static int res_ok(pb_deferred *d, void *ud) {
-    result *r = ud;
-    r->fired = 1;
-    if (!r->a) r->a = pb_arena_new(0);
-    r->v = pb_value_copy(r->a, pb_deferred_value(d) ? pb_deferred_value(d) : pb_none(r->a));
-    return 0;
-}
-
-static int res_err(pb_deferred *d, void *ud) {
-    result *r = ud;
-    const pb_failure *f = pb_deferred_failure(d);
-    r->fired = r->failed = 1;
-    snprintf(r->ftype, sizeof r->ftype, "%s", f->type ? f->type : "");
-    snprintf(r->fvalue, sizeof r->fvalue, "%s", f->value ? f->value : "");
-    r->fcode = f->code;
-    return 0;
-}
-
-static void res_watch(result *r, pb_deferred *d) {
-    memset(r, 0, sizeof *r);
-    if (!d) return;
-    pb_deferred_add(d, res_ok, res_err, r);
-    pb_deferred_unref(d);
-}
-
-static void res_free(result *r) {
-    pb_arena_free(r->a);
-    r->a = NULL;
-}
-
-/* ------------------------------------------------------------ loop tools */
-
-static int g_timed_out;
-static void on_guard(uv_timer_t *t) { g_timed_out = 1; }
-
-/* Run loop until *flag is non-zero or ms pass.  Returns *flag. */
-static int wait_for(uv_loop_t *loop, volatile int *flag, unsigned ms) {
-    uv_timer_t guard;
-    uv_timer_init(loop, &guard);
-    g_timed_out = 0;
-    uv_timer_start(&guard, on_guard, ms, 0);
-    while (!*flag && !g_timed_out) uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return *flag;
-}
-
-static int g_server_closed;
-static void on_server_closed(void *ud) { g_server_closed = 1; }
-
-/* Close s (if any) and run the loop dry; then the loop must close. */
-static void finish(uv_loop_t *loop, pb_server *s) {
-    if (s) {
-        g_server_closed = 0;
-        pb_server_close(s, on_server_closed, NULL);
-        wait_for(loop, &g_server_closed, 5000);
-        CHECK(g_server_closed);
-    }
-    release_hung();
-    for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT); i++) usleep(1000);
-    uv_run(loop, UV_RUN_DEFAULT);
-    int rc = uv_loop_close(loop);
-    CHECK_MSG(rc == 0, "uv_loop_close: %s", uv_strerror(rc));
-}
-
 static pb_server *listen_tcp(uv_loop_t *loop, const pb_server_opts *o) {
     pb_server *s = NULL;
     pb_errbuf err = {0, ""};
@@ -232,12 +123,8 @@ static pb_server *listen_tcp(uv_loop_t *loop, const pb_server_opts *o) {
 }
 
 static void connect_tcp(uv_loop_t *loop, pb_server *s, client *cl) {
-    memset(cl, 0, sizeof *cl);
-    pb_errbuf err = {0, ""};
-    int rc = pb_connect_tcp(loop, "127.0.0.1", pb_server_port(s), NULL, on_connect, on_lost, cl,
-                            &err);
-    CHECK_MSG(rc == 0, "connect: %s", err.msg);
-    CHECK(wait_for(loop, &cl->up, 5000));
+    connect_to(loop, s, "127.0.0.1", NULL, cl);
+    CHECK(cl->up);
 }
 
 static void unix_path(char *buf, size_t n, const char *tag) {
@@ -251,15 +138,15 @@ static void unix_path(char *buf, size_t n, const char *tag) {
 static void check_echo_and_add(uv_loop_t *loop, client *cl) {
     pb_ref *root = pb_conn_root(cl->conn);
     CHECK(root != NULL);
-    result r1, r2;
-    res_watch(&r1, pb_ref_callf(root, "echo", "s", "hello"));
-    res_watch(&r2, pb_ref_callf(root, "add", "ii", (int64_t)2, (int64_t)40));
+    vresult r1, r2;
+    vres_watch(&r1, pb_ref_callf(root, "echo", "s", "hello"));
+    vres_watch(&r2, pb_ref_callf(root, "add", "ii", (int64_t)2, (int64_t)40));
     CHECK(wait_for(loop, &r2.fired, 5000));
     CHECK(wait_for(loop, &r1.fired, 5000));
     CHECK(!r1.failed && r1.v && pb_value_is(r1.v, "hello") && r1.v->type == PB_STR);
     CHECK(!r2.failed && r2.v && r2.v->type == PB_INT && r2.v->u.i == 42);
-    res_free(&r1);
-    res_free(&r2);
+    vres_free(&r1);
+    vres_free(&r2);
 }
 
 TEST(tcp_call_gets_answer) {
@@ -345,10 +232,10 @@ TEST(remote_failure_reaches_errback) {
     client cl;
     connect_tcp(&loop, s, &cl);
     if (cl.up) {
-        result r, r2, r3;
-        res_watch(&r, pb_ref_callf(pb_conn_root(cl.conn), "fail", ""));
-        res_watch(&r2, pb_ref_callf(pb_conn_root(cl.conn), "noSuchMethod", ""));
-        res_watch(&r3, pb_ref_callf(pb_conn_root(cl.conn), "add", "s", "x"));
+        vresult r, r2, r3;
+        vres_watch(&r, pb_ref_callf(pb_conn_root(cl.conn), "fail", ""));
+        vres_watch(&r2, pb_ref_callf(pb_conn_root(cl.conn), "noSuchMethod", ""));
+        vres_watch(&r3, pb_ref_callf(pb_conn_root(cl.conn), "add", "s", "x"));
         CHECK(wait_for(&loop, &r3.fired, 5000));
         CHECK(r.fired && r.failed && strcmp(r.ftype, "builtins.ValueError") == 0);
         CHECK(strcmp(r.fvalue, "boom") == 0);
@@ -357,9 +244,9 @@ TEST(remote_failure_reaches_errback) {
         CHECK(r3.fired && r3.failed && strcmp(r3.ftype, "builtins.TypeError") == 0);
         /* and the connection is still fine */
         check_echo_and_add(&loop, &cl);
-        res_free(&r);
-        res_free(&r2);
-        res_free(&r3);
+        vres_free(&r);
+        vres_free(&r2);
+        vres_free(&r3);
     }
     finish(&loop, s);
 }
@@ -380,25 +267,25 @@ TEST(references_both_ways) {
     client cl;
     connect_tcp(&loop, s, &cl);
     if (cl.up) {
-        result r;
-        res_watch(&r, pb_ref_callf(pb_conn_root(cl.conn), "getChild", "i", (int64_t)7));
+        vresult r;
+        vres_watch(&r, pb_ref_callf(pb_conn_root(cl.conn), "getChild", "i", (int64_t)7));
         CHECK(wait_for(&loop, &r.fired, 5000));
         CHECK(!r.failed && r.v && r.v->type == PB_REMOTE);
         CHECK_EQ_INT(g_children_alive, 1);
         if (r.v && r.v->type == PB_REMOTE) {
             pb_ref *ch = (pb_ref *)r.v->u.h; /* kept alive by r.a */
-            result p;
-            res_watch(&p, pb_ref_callf(ch, "ping", ""));
+            vresult p;
+            vres_watch(&p, pb_ref_callf(ch, "ping", ""));
             CHECK(wait_for(&loop, &p.fired, 5000));
             CHECK(!p.failed && p.v && p.v->type == PB_TUPLE && pb_len(p.v) == 2);
             if (p.v && pb_len(p.v) == 2) {
                 CHECK(pb_value_is(p.v->u.seq.items[0], "pong"));
                 CHECK_EQ_INT(p.v->u.seq.items[1]->u.i, 7);
             }
-            res_free(&p);
+            vres_free(&p);
         }
         /* dropping our last reference sends decref: the server frees it */
-        res_free(&r);
+        vres_free(&r);
         for (int i = 0; i < 50 && g_children_alive; i++) uv_run(&loop, UV_RUN_NOWAIT), usleep(2000);
         CHECK_EQ_INT(g_children_alive, 0);
 
@@ -406,12 +293,12 @@ TEST(references_both_ways) {
         pb_object mine;
         pb_object_init(&mine, &ClientObj);
         hello_calls = 0;
-        result cb;
-        res_watch(&cb, pb_ref_callf(pb_conn_root(cl.conn), "callBack", "oi", &mine, (int64_t)21));
+        vresult cb;
+        vres_watch(&cb, pb_ref_callf(pb_conn_root(cl.conn), "callBack", "oi", &mine, (int64_t)21));
         CHECK(wait_for(&loop, &cb.fired, 5000));
         CHECK(!cb.failed && cb.v && cb.v->type == PB_INT && cb.v->u.i == 42);
         CHECK_EQ_INT(hello_calls, 1);
-        res_free(&cb);
+        vres_free(&cb);
         pb_conn_close(cl.conn);
         wait_for(&loop, &cl.lost, 5000);
         pb_object_unref(&mine);
@@ -427,10 +314,10 @@ TEST(lost_connection_fails_pending_calls) {
     client cl;
     connect_tcp(&loop, s, &cl);
     if (cl.up) {
-        result h1, h2, dr;
-        res_watch(&h1, pb_ref_callf(pb_conn_root(cl.conn), "hang", ""));
-        res_watch(&h2, pb_ref_callf(pb_conn_root(cl.conn), "hang", ""));
-        res_watch(&dr, pb_ref_callf(pb_conn_root(cl.conn), "drop", ""));
+        vresult h1, h2, dr;
+        vres_watch(&h1, pb_ref_callf(pb_conn_root(cl.conn), "hang", ""));
+        vres_watch(&h2, pb_ref_callf(pb_conn_root(cl.conn), "hang", ""));
+        vres_watch(&dr, pb_ref_callf(pb_conn_root(cl.conn), "drop", ""));
         CHECK(wait_for(&loop, &cl.lost, 5000));
         CHECK(h1.fired && h1.failed && h2.fired && h2.failed && dr.fired && dr.failed);
         CHECK_MSG(strcmp(h1.ftype, PB_FAILURE_CONNECTION_LOST) == 0, "type %s", h1.ftype);
@@ -450,8 +337,8 @@ TEST(local_close_fails_pending_calls) {
     client cl;
     connect_tcp(&loop, s, &cl);
     if (cl.up) {
-        result h;
-        res_watch(&h, pb_ref_callf(pb_conn_root(cl.conn), "hang", ""));
+        vresult h;
+        vres_watch(&h, pb_ref_callf(pb_conn_root(cl.conn), "hang", ""));
         wait_for(&loop, &g_nhung, 5000);
         pb_conn_close(cl.conn);
         pb_conn_close(cl.conn); /* twice is harmless */
@@ -471,8 +358,8 @@ TEST(server_close_ends_every_connection) {
     connect_tcp(&loop, s, &a);
     connect_tcp(&loop, s, &b);
     CHECK_EQ_INT(pb_server_connections(s), 2);
-    result h;
-    res_watch(&h, a.up ? pb_ref_callf(pb_conn_root(a.conn), "hang", "") : NULL);
+    vresult h;
+    vres_watch(&h, a.up ? pb_ref_callf(pb_conn_root(a.conn), "hang", "") : NULL);
     wait_for(&loop, &g_nhung, 5000);
     g_server_closed = 0;
     pb_server_close(s, on_server_closed, NULL);
@@ -592,16 +479,16 @@ TEST(close_inside_callback_is_safe) {
     connect_tcp(&loop, s, &cl);
     if (cl.up) {
         pb_ref *root = pb_conn_root(cl.conn);
-        result later[5];
+        vresult later[5];
         pb_deferred *d = pb_ref_callf(root, "echo", "i", (int64_t)1);
         pb_deferred_add(d, close_in_cb, close_in_cb, &cl);
         pb_deferred_unref(d);
-        for (int i = 0; i < 5; i++) res_watch(&later[i], pb_ref_callf(root, "echo", "i", (int64_t)i));
+        for (int i = 0; i < 5; i++) vres_watch(&later[i], pb_ref_callf(root, "echo", "i", (int64_t)i));
         CHECK(wait_for(&loop, &cl.lost, 5000));
         CHECK(cl.done);
         for (int i = 0; i < 5; i++) {
             CHECK(later[i].fired); /* answered in the same read, or failed by the close */
-            res_free(&later[i]);
+            vres_free(&later[i]);
         }
     }
     finish(&loop, s);
@@ -614,15 +501,15 @@ TEST(many_calls_pipelined) {
     client cl;
     connect_tcp(&loop, s, &cl);
     enum { N = 2000 };
-    static result rs[N];
+    static vresult rs[N];
     if (cl.up) {
         pb_ref *root = pb_conn_root(cl.conn);
-        for (int i = 0; i < N; i++) res_watch(&rs[i], pb_ref_callf(root, "add", "ii", (int64_t)i, (int64_t)1));
+        for (int i = 0; i < N; i++) vres_watch(&rs[i], pb_ref_callf(root, "add", "ii", (int64_t)i, (int64_t)1));
         CHECK(wait_for(&loop, &rs[N - 1].fired, 20000));
         int ok = 0;
         for (int i = 0; i < N; i++) {
             ok += rs[i].fired && !rs[i].failed && rs[i].v && rs[i].v->u.i == i + 1;
-            res_free(&rs[i]);
+            vres_free(&rs[i]);
         }
         CHECK_EQ_INT(ok, N);
         pb_broker_stats st;
@@ -648,12 +535,12 @@ TEST(large_values_cross_intact) {
             pb_seq_append(a, l, pb_bytes(a, blob, 100000));
         }
         free(blob);
-        result r[4];
-        for (int i = 0; i < 4; i++) res_watch(&r[i], pb_ref_callf(pb_conn_root(cl.conn), "echo", "v", l));
+        vresult r[4];
+        for (int i = 0; i < 4; i++) vres_watch(&r[i], pb_ref_callf(pb_conn_root(cl.conn), "echo", "v", l));
         CHECK(wait_for(&loop, &r[3].fired, 20000));
         for (int i = 0; i < 4; i++) {
             CHECK(r[i].fired && !r[i].failed && r[i].v && pb_value_equal(r[i].v, l));
-            res_free(&r[i]);
+            vres_free(&r[i]);
         }
         pb_arena_free(a);
     }
@@ -798,6 +685,7 @@ TEST(run_until_signal_stops_on_sigterm) {
 
 int main(void) {
     pb_object_init(&g_root, &Root);
+    g_finish_after_close = release_hung;
     RUN(tcp_call_gets_answer);
     RUN(localhost_resolves_to_ipv4);
     RUN(ipv6_loopback_call);

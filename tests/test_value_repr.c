@@ -31,6 +31,15 @@ TEST(scalars_look_like_python) {
     pb_arena_free(a);
 }
 
+/* A peer chooses the exponent: INT64 extremes must print, not overflow. */
+TEST(decimals_with_extreme_exponents_print_exactly) {
+    pb_arena *a = pb_arena_new(0);
+    CHECK_REPR(pb_decimal(a, pb_int(a, 125), -2), "Decimal('1.25')");
+    CHECK_REPR(pb_decimal(a, pb_int(a, 12345), INT64_MAX), "Decimal('1.2345E+9223372036854775811')");
+    CHECK_REPR(pb_decimal(a, pb_int(a, 7), INT64_MIN), "Decimal('7E-9223372036854775808')");
+    pb_arena_free(a);
+}
+
 TEST(floats_print_like_python_repr) {
     pb_arena *a = pb_arena_new(0);
     struct { double f; const char *s; } cases[] = {
@@ -170,6 +179,7 @@ TEST(repr_appends_and_leaves_buffer_intact_on_success) {
 
 int main(void) {
     RUN(scalars_look_like_python);
+    RUN(decimals_with_extreme_exponents_print_exactly);
     RUN(floats_print_like_python_repr);
     RUN(bytes_and_text_are_quoted_and_escaped_like_python);
     RUN(containers_use_python_brackets);

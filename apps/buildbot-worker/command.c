@@ -168,8 +168,10 @@ int wk_makedirs(const char *path)
     return S_ISDIR(st.st_mode) ? 0 : -EEXIST;
 }
 
-/* Python's repr of str: quotes chosen as CPython does. */
-void wk_repr_str(pb_buf *out, const char *s, size_t n)
+/* s[n] in Python repr quotes (chosen as CPython does): backslash, the
+ * quote, newline, CR and tab escaped, other control bytes as \xNN; bytes
+ * above 0x7e too when escape_high (bytes), else kept (str). */
+static void repr_quoted(pb_buf *out, const char *s, size_t n, int escape_high)
 {
     int sq = memchr(s, '\'', n) != NULL, dq = memchr(s, '"', n) != NULL;
     char q = sq && !dq ? '"' : '\'';
@@ -185,39 +187,25 @@ void wk_repr_str(pb_buf *out, const char *s, size_t n)
             pb_buf_append(out, "\\r", 2);
         } else if (ch == '\t') {
             pb_buf_append(out, "\\t", 2);
-        } else if (ch < 0x20 || ch == 0x7f) {
+        } else if (ch < 0x20 || ch == 0x7f || (escape_high && ch > 0x7f)) {
             pb_buf_printf(out, "\\x%02x", ch);
         } else {
-            pb_buf_putc(out, ch); /* non-ASCII printable text kept as is */
+            pb_buf_putc(out, ch); /* non-ASCII printable text kept as is (str) */
         }
     }
     pb_buf_putc(out, (uint8_t)q);
 }
 
+/* Python's repr of str. */
+void wk_repr_str(pb_buf *out, const char *s, size_t n)
+{
+    repr_quoted(out, s, n, 0);
+}
+
 void wk_repr_bytes(pb_buf *out, const char *s, size_t n)
 {
     pb_buf_putc(out, 'b');
-    int sq = memchr(s, '\'', n) != NULL, dq = memchr(s, '"', n) != NULL;
-    char q = sq && !dq ? '"' : '\'';
-    pb_buf_putc(out, (uint8_t)q);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == (unsigned char)q || ch == '\\') {
-            pb_buf_putc(out, '\\');
-            pb_buf_putc(out, ch);
-        } else if (ch == '\n') {
-            pb_buf_append(out, "\\n", 2);
-        } else if (ch == '\r') {
-            pb_buf_append(out, "\\r", 2);
-        } else if (ch == '\t') {
-            pb_buf_append(out, "\\t", 2);
-        } else if (ch < 0x20 || ch >= 0x7f) {
-            pb_buf_printf(out, "\\x%02x", ch);
-        } else {
-            pb_buf_putc(out, ch);
-        }
-    }
-    pb_buf_putc(out, (uint8_t)q);
+    repr_quoted(out, s, n, 1);
 }
 
 void wk_fmt_double(pb_buf *out, double d)

@@ -220,6 +220,26 @@ static int write_done(pb_deferred *d, void *ud)
     return 0;
 }
 
+/* The length of the next block, or 0 when the transfer ends now:
+ * interrupted, no file, or maxsize reached (said in stderr, rc 1). */
+static int64_t next_block(wk_cmd *c)
+{
+    xfer *x = c->impl;
+    if (c->interrupted || !x->fp)
+        return 0;
+    int64_t length = x->blocksize;
+    if (x->has_remaining && length > x->remaining)
+        length = x->remaining;
+    if (length <= 0) {
+        if (!x->stderr_text) {
+            set_stderr(x, "Maximum filesize reached, truncating file '%s'", x->path);
+            x->rc = 1;
+        }
+        return 0;
+    }
+    return length;
+}
+
 static void upload_end(wk_cmd *c)
 {
     xfer *x = c->impl;
@@ -233,18 +253,8 @@ static void upload_end(wk_cmd *c)
 static void upload_loop(wk_cmd *c)
 {
     xfer *x = c->impl;
-    if (c->interrupted || !x->fp) {
-        upload_end(c);
-        return;
-    }
-    int64_t length = x->blocksize;
-    if (x->has_remaining && length > x->remaining)
-        length = x->remaining;
+    int64_t length = next_block(c);
     if (length <= 0) {
-        if (!x->stderr_text) {
-            set_stderr(x, "Maximum filesize reached, truncating file '%s'", x->path);
-            x->rc = 1;
-        }
         upload_end(c);
         return;
     }
@@ -477,19 +487,8 @@ static int read_done(pb_deferred *d, void *ud)
 
 static void download_loop(wk_cmd *c)
 {
-    xfer *x = c->impl;
-    if (c->interrupted || !x->fp) {
-        download_end(c);
-        return;
-    }
-    int64_t length = x->blocksize;
-    if (x->has_remaining && length > x->remaining)
-        length = x->remaining;
+    int64_t length = next_block(c);
     if (length <= 0) {
-        if (!x->stderr_text) {
-            set_stderr(x, "Maximum filesize reached, truncating file '%s'", x->path);
-            x->rc = 1;
-        }
         download_end(c);
         return;
     }

@@ -10,17 +10,11 @@ bin=$build/bin
 PY=/usr/bin/python3
 L=/usr/share/doc/twisted-doc/howto/listings/pb
 RUN=tests/interop/broker_run_listing.py
-tmp=$(mktemp -d /tmp/pb-interop.XXXXXX)
-pids=()
+. "$(dirname "$0")/lib.sh"
+interop_init /tmp/pb-interop.XXXXXX
+tmp=$T
 passed=0
 failed=0
-
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
 
 for need in "$PY" "$L/pb1server.py" "$bin/pb1server"; do
     if [ ! -e "$need" ]; then
@@ -57,7 +51,7 @@ pair() {
     : >"$out.client"
     timeout 30 $scmd >"$out.server" 2>&1 &
     sp=$!
-    pids+=("$sp")
+    PIDS+=("$sp")
     for i in $(seq 100); do
         port=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$out.server" | head -n1)
         [ -n "$port" ] && break
@@ -69,7 +63,7 @@ pair() {
     else
         timeout 20 ${ccmd//PORT/$port} >"$out.client" 2>&1 &
         cp=$!
-        pids+=("$cp")
+        PIDS+=("$cp")
         # Twisted's pb1..pb3 clients never exit: wait for what must be seen.
         for i in $(seq 150); do
             all_seen "$out" "$@" && break

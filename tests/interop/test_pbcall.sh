@@ -16,50 +16,8 @@ BIN=${1:-build}/bin
 PY=/usr/bin/python3
 L=/usr/share/doc/twisted-doc/howto/listings/pb
 HERE=$(cd "$(dirname "$0")" && pwd)
-T=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
-
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() {
-    echo "FAIL $1"
-    shift
-    for f in "$@"; do echo "  ---- $f"; tail -15 "$f" | sed 's/^/  | /'; done
-    fail=$((fail + 1))
-}
-# check NAME CONDITION-COMMAND FILES-TO-SHOW...
-check() {
-    local name=$1 cond=$2
-    shift 2
-    if eval "$cond"; then ok "$name"; else bad "$name" "$@"; fi
-}
-has() { grep -qF -- "$2" "$1"; }
-free_port() {
-    $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-# wait_for FILE PATTERN [TENTHS]: until grep -F finds PATTERN in FILE
-wait_for() {
-    for _ in $(seq "${3:-100}"); do
-        grep -qF -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+. "$HERE/lib.sh"
+interop_init
 # port_of FILE: the port of the "listening on HOST:PORT" line in FILE
 port_of() { sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$1" | head -1; }
 

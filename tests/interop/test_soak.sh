@@ -32,37 +32,9 @@
 set -u
 BUILD=${1:-build}
 BIN=$BUILD/bin
-T=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0
-fail=0
-
-ok() { echo "ok   $1"; pass=$((pass + 1)); }
-bad() {
-    echo "FAIL $1"
-    shift
-    for f in "$@"; do echo "  ---- $f"; tail -15 "$f" | sed 's/^/  | /'; done
-    fail=$((fail + 1))
-}
-check() { # check NAME CONDITION FILES-TO-SHOW...
-    local name=$1 cond=$2
-    shift 2
-    if eval "$cond"; then ok "$name"; else bad "$name" "$@"; fi
-}
-wait_for() { # wait_for FILE PATTERN [TENTHS]
-    for _ in $(seq "${3:-100}"); do
-        grep -qF -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+INTEROP_KILL_SIGNAL=KILL
+. "$(dirname "$0")/lib.sh"
+interop_init
 
 for b in chatserver chatclient pbsoak; do
     [ -x "$BIN/$b" ] || { echo "missing $BIN/$b"; exit 1; }

@@ -13,17 +13,11 @@ bin=$build/bin
 PY=/usr/bin/python3
 here=tests/interop
 L=/usr/share/doc/twisted-doc/howto/listings/pb
-tmp=$(mktemp -d /tmp/pb-tls-interop.XXXXXX)
-pids=()
+. "$(dirname "$0")/lib.sh"
+interop_init /tmp/pb-tls-interop.XXXXXX
+tmp=$T
 passed=0
 failed=0
-
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
 
 for need in "$PY" "$bin/test_tls" "$here/tls_peer.py"; do
     if [ ! -e "$need" ]; then
@@ -51,7 +45,7 @@ start_server() {
     shift
     timeout 60 "$@" >"$tmp/$name.server" 2>&1 &
     srv=$!
-    pids+=("$srv")
+    PIDS+=("$srv")
     port=""
     for _ in $(seq 100); do
         port=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\).*/\1/p' "$tmp/$name.server" | head -n1)
