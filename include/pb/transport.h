@@ -86,13 +86,16 @@ typedef struct pb_server_opts {
      * broker's idle_ping_ms. */
     unsigned idle_timeout_ms;
     /** Where the server reports limit hits (max_connections,
-     * max_connections_per_addr, idle_timeout_ms): one line, no newline.
-     * Rate-limited: the first hit of each kind is reported, later ones of
-     * that kind at most once per 10 s, with the count suppressed meanwhile.
-     * NULL: written to stderr as "pb: MSG".  The broker's limits (broker
-     * .max_refs, .max_inflight, .limits) and the portal's (pb_portal_opts)
-     * are not reported here; the broker's diagnostics (one line per
-     * event) go to stderr only when the environment sets PB_LOG. */
+     * max_connections_per_addr, idle_timeout_ms) and peers the broker
+     * drops (a protocol violation or a broker limit: message size, depth,
+     * items, arena bytes, repeated max_refs violations): one line, no
+     * newline.  Rate-limited: the first hit of each kind is reported,
+     * later ones of that kind at most once per 10 s, with the count
+     * suppressed meanwhile.  NULL: written to stderr as "pb: MSG".  Limits
+     * answered with an error while the connection stays (max_inflight,
+     * a max_refs violation, the portal's throttling) are not reported
+     * here; the broker's diagnostics (one line per event) go to stderr
+     * only when the environment sets PB_LOG. */
     void (*log)(const char *msg, void *ud);
     void *log_ud;              /**< passed to log */
     /** Event loops serving a TCP listener (multi-core; see MULTI-LOOP

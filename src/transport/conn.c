@@ -564,7 +564,17 @@ static void cb_output_ready(pb_broker *b, void *ud) {
 
 static void cb_close(pb_broker *b, int code, const char *msg, void *ud) {
     (void)b;
-    pb__conn_close(ud, code, msg, 1);
+    pb_conn *c = ud;
+    /* The broker drops a peer for a protocol violation or a hit limit:
+     * say so once (rate-limited per server, so a flood of bad peers cannot
+     * flood the log). */
+    if (c->server && !c->closing) {
+        char line[300];
+        snprintf(line, sizeof line, "closing %s: %s (%s)", c->peer[0] ? c->peer : "peer",
+                 msg ? msg : "", pb_strerror(code));
+        pb__server_limit(c->server, PB_LIMIT_PROTOCOL, line);
+    }
+    pb__conn_close(c, code, msg, 1);
 }
 
 static void cb_connected(pb_broker *b, void *ud) {

@@ -108,7 +108,7 @@ int pb__conn_tls_up(pb_conn *c);
 /* server.c */
 void pb__server_conn_gone(struct pb_server *s, pb_conn *c);
 /* Report a limit hit through the server's rate-limited log. */
-enum { PB_LIMIT_TOTAL, PB_LIMIT_PER_ADDR, PB_LIMIT_IDLE, PB_LIMIT_KINDS };
+enum { PB_LIMIT_TOTAL, PB_LIMIT_PER_ADDR, PB_LIMIT_IDLE, PB_LIMIT_PROTOCOL, PB_LIMIT_KINDS };
 void pb__server_limit(struct pb_server *s, int kind, const char *msg);
 
 /* tls.c - TLS over memory BIOs between the socket and the broker.
