@@ -10,7 +10,12 @@
 # reads the master's database), and so must the files uploaded to the
 # master.  Then the master is restarted: pbworker must reconnect and run the
 # next build; finally SIGHUP makes it shut down gracefully through the
-# master (exit 0).  Every process is started here, bounded by `timeout`,
+# master (exit 0).  Last, a second master listens with TLS (twisted
+# "ssl:" strports, certificates from `test_tls --make-certs`) and pings its
+# workers every second; pbworker connects with --tls/--ca/--server-name and
+# --keepalive 1, runs two builds, and its log must show keepalives both
+# ways (the master's "print" and the answers to its own "keepalive").
+# Every process is started here, bounded by `timeout`,
 # and stopped by PID on exit.  Ends with "N passed, N failed".
 set -u
 BUILD=${1:-build}
@@ -60,7 +65,7 @@ wait_for() {  # wait_for SECONDS FILE NEEDLE
     return 1
 }
 builds_done() {  # builds_done [BUILDER NUMBER]: number of completed builds (or 0/1 for one)
-    $PY - "$WORK/master/state.sqlite" "$@" <<'PYEOF'
+    $PY - "$WORK/${MDIR:-master}/state.sqlite" "$@" <<'PYEOF'
 import sqlite3, sys
 try:
     c = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=2)
@@ -155,7 +160,60 @@ else
 fi
 grep -q "worker shutting down on command from master" "$WORK/wc.out" \
     && ok "master asked pbworker to shut down" || bad "no shutdown call from the master"
-if grep -E "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$WORK/wc.out"; then
+
+# 6. TLS master with 1 s keepalives; pbworker with --tls, the CA and 1 s keepalives
+stop_pid "$MT"; MT=
+if "$BUILD/bin/test_tls" --make-certs "$WORK/certs" >"$WORK/certs.out" 2>&1; then
+    ok "test certificates made"
+else
+    bad "test_tls --make-certs"; cat "$WORK/certs.out"
+fi
+TPORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+MDIR=mtls
+"${CLEAN_ENV[@]}" buildbot create-master -q -r "$WORK/mtls" >/dev/null 2>&1 || bad "create-master (TLS)"
+cp "$REPO/apps/buildbot-worker/test/master.cfg" "$WORK/mtls/master.cfg"
+timeout --foreground 60 "${CLEAN_ENV[@]}" BB_PB_PORT="$TPORT" BB_OUT="$WORK/out" \
+    BB_SCHED=at-startup BB_SCHED_BUILDERS=c-b2,c-ka BB_TLS_DIR="$WORK/certs" BB_KEEPALIVE=1 \
+    buildbot start --nodaemon "$WORK/mtls" </dev/null >>"$WORK/mtls.out" 2>&1 &
+MT=$!
+if wait_for 60 "$WORK/mtls/twistd.log" "BuildMaster is running"; then
+    ok "TLS master started on 127.0.0.1:$TPORT"
+else
+    bad "TLS master did not start"; tail -30 "$WORK/mtls/twistd.log"
+fi
+timeout --foreground 50 "${CLEAN_ENV[@]}" "$PBW" --master "127.0.0.1:$TPORT" --name c \
+    --password-file "$WORK/c.pw" --basedir "$WORK/wc" --keepalive 1 --verbose \
+    --tls --ca "$WORK/certs/ca.pem" --server-name localhost \
+    </dev/null >"$WORK/wctls.out" 2>&1 &
+WC=$!
+end=$((SECONDS + 40))
+while [ $SECONDS -lt $end ] && [ "$(builds_done)" -lt 2 ]; do sleep 0.5; done
+res=$($PY -c "
+import sqlite3
+c=sqlite3.connect('$WORK/mtls/state.sqlite')
+print(' '.join('%s=%s' % r for r in c.execute(\"select bu.name, b.results from builds b join builders bu on bu.id=b.builderid where b.complete_at is not null order by bu.name\")))" 2>&1)
+[ "$res" = "c-b2=0 c-ka=0" ] && ok "pbworker over TLS ran c-b2 and c-ka (SUCCESS)" \
+    || { bad "builds over TLS: '$res'"; tail -20 "$WORK/wctls.out"; }
+km=$(grep -c "message from master: keepalive" "$WORK/wctls.out")
+kw=$(grep -c "Master replied to keepalive, everything's fine" "$WORK/wctls.out")
+[ "$km" -ge 3 ] && ok "master->worker keepalives over TLS ($km)" \
+    || bad "only $km master->worker keepalives"
+[ "$kw" -ge 3 ] && ok "worker->master keepalives answered over TLS ($kw)" \
+    || bad "only $kw worker->master keepalives answered"
+if [ "$km" = 0 ] || grep -E "error sending keepalive|lost connection to master" "$WORK/wctls.out"; then
+    bad "keepalive errors or a lost connection on the TLS connection"
+else
+    ok "no keepalive failures or disconnects over TLS"
+fi
+if grep -E "^\S+ \S+ \[-\] Unhandled|Traceback" "$WORK/mtls/twistd.log" | head -5 | grep .; then
+    bad "errors in the TLS master's log"
+else
+    ok "TLS master's log has no tracebacks"
+fi
+stop_pid "$WC"; WC=
+stop_pid "$MT"; MT=
+
+if grep -E "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$WORK/wc.out" "$WORK/wctls.out"; then
     bad "sanitizer reports in pbworker's log"
 else
     ok "no sanitizer reports"
