@@ -264,7 +264,7 @@ static int repr_decimal(pb_buf *b, const pb_value *v) {
     /* e + n - 1 can pass LLONG_MAX for a hostile exponent: then print it
      * as unsigned (n is bounded by the digit count, so the sum fits). */
     int huge = e > 0 && n - 1 > LLONG_MAX - e;
-    long long adjusted = huge ? LLONG_MAX : e + n - 1;
+    long long adjusted = huge ? LLONG_MAX : e + (n - 1);
     rc = put(b, "Decimal('");
     if (!rc && neg) rc = pb_buf_putc(b, '-');
     if (rc) goto done;

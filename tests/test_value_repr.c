@@ -37,6 +37,8 @@ TEST(decimals_with_extreme_exponents_print_exactly) {
     CHECK_REPR(pb_decimal(a, pb_int(a, 125), -2), "Decimal('1.25')");
     CHECK_REPR(pb_decimal(a, pb_int(a, 12345), INT64_MAX), "Decimal('1.2345E+9223372036854775811')");
     CHECK_REPR(pb_decimal(a, pb_int(a, 7), INT64_MIN), "Decimal('7E-9223372036854775808')");
+    CHECK_REPR(pb_decimal(a, pb_int(a, 7), INT64_MAX), "Decimal('7E+9223372036854775807')");
+    CHECK_REPR(pb_decimal(a, pb_int(a, -12), INT64_MAX), "Decimal('-1.2E+9223372036854775808')");
     pb_arena_free(a);
 }
 
