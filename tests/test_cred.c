@@ -851,6 +851,241 @@ TEST(failed_logins_carry_pickled_as_twisted_22_4_sends_them)
     same_failures_as_twisted("m_anonymous_refused", 1);
 }
 
+/* --------------------------------------------- avatars shared by logins */
+
+/* The chapter's other ways of making avatars: one pre-existing avatar per
+ * user, shared by every connection that user logs in on, and one avatar
+ * shared by every anonymous login.  The avatar keeps the minds attached
+ * to it; each login's logout detaches its own mind only. */
+#define MAX_MINDS 8
+typedef struct shared_avatar {
+    pb_object base;
+    char id[32];
+    pb_ref *minds[MAX_MINDS];
+    int nminds, calls;
+} shared_avatar;
+
+typedef struct attachment { /* one login: which mind on which avatar */
+    shared_avatar *av;
+    pb_ref *mind;
+} attachment;
+
+static shared_avatar *shared[4]; /* the realm's avatars, made on first use */
+static int detaches;
+
+static int sav_broadcast(pb_call *call, void *self, const pb_args *a)
+{
+    shared_avatar *av = self;
+    av->calls++;
+    for (int i = 0; i < av->nminds; i++)
+        pb_deferred_unref(pb_ref_callf(av->minds[i], "print", "s", pb_arg_str(a, 0, "")));
+    return pb_call_return(call, pb_int(pb_call_arena(call), av->nminds));
+}
+static int sav_calls(pb_call *call, void *self, const pb_args *a)
+{
+    return pb_call_return(call, pb_int(pb_call_arena(call), ++((shared_avatar *)self)->calls));
+}
+static void sav_destroy(pb_object *o)
+{
+    avatars_alive--;
+    free(o);
+}
+static const pb_method sav_methods[] = {{"broadcast", "s", sav_broadcast, NULL},
+                                        {"calls", "", sav_calls, NULL},
+                                        {NULL, NULL, NULL, NULL}};
+static const pb_class SharedAvatar = {"SharedPerspective", PB_AVATAR, sav_methods, sav_destroy};
+
+static void detach(void *ud)
+{
+    attachment *at = ud;
+    shared_avatar *av = at->av;
+    for (int i = 0; i < av->nminds; i++)
+        if (av->minds[i] == at->mind) {
+            av->minds[i] = av->minds[--av->nminds];
+            break;
+        }
+    if (at->mind) pb_ref_unref(at->mind);
+    detaches++;
+    free(at);
+}
+
+static void shared_realm(pb_realm_request *req, const char *avatar_id, pb_ref *mind, void *ud)
+{
+    realm_calls++;
+    shared_avatar *av = NULL;
+    int i;
+    for (i = 0; i < 4 && shared[i]; i++)
+        if (!strcmp(shared[i]->id, avatar_id)) av = shared[i];
+    if (!av) {
+        if (i == 4) {
+            pb_realm_fail(req, NULL, NULL);
+            return;
+        }
+        av = shared[i] = calloc(1, sizeof *av); /* the realm keeps this reference */
+        pb_object_init(&av->base, &SharedAvatar);
+        snprintf(av->id, sizeof av->id, "%s", avatar_id);
+        avatars_alive++;
+    }
+    attachment *at = calloc(1, sizeof *at);
+    at->av = av;
+    at->mind = mind ? pb_ref_ref(mind) : NULL;
+    if (mind && av->nminds < MAX_MINDS) av->minds[av->nminds++] = mind;
+    pb_realm_answer(req, &av->base, detach, at);
+}
+
+static void shared_realm_free(void)
+{
+    for (int i = 0; i < 4; i++)
+        if (shared[i]) {
+            pb_object_unref(&shared[i]->base);
+            shared[i] = NULL;
+        }
+}
+
+/* A client's mind that counts what it is told. */
+typedef struct counting_mind {
+    pb_object base;
+    int prints;
+    char last[32];
+} counting_mind;
+static int cmind_print(pb_call *call, void *self, const pb_args *a)
+{
+    counting_mind *m = self;
+    m->prints++;
+    snprintf(m->last, sizeof m->last, "%s", pb_arg_str(a, 0, ""));
+    return pb_call_return_none(call);
+}
+static const pb_method cmind_methods[] = {{"print", "s", cmind_print, NULL},
+                                          {NULL, NULL, NULL, NULL}};
+static const pb_class CountingMind = {"Mind", PB_REFERENCEABLE, cmind_methods, NULL};
+
+static int64_t int_of(pb_deferred *d)
+{
+    pb_value *v = d ? pb_deferred_value(d) : NULL;
+    return v && v->type == PB_INT ? v->u.i : -1;
+}
+
+TEST(one_user_on_several_connections_shares_one_avatar_each_mind_detached_alone)
+{
+    reset_realm();
+    detaches = 0;
+    pb_portal *portal = pb_portal_new(shared_realm, NULL, NULL);
+    pb_checker *mem = pb_checker_memory_new();
+    pb_checker_memory_add(mem, "user1", "pass1");
+    pb_portal_add_checker(portal, mem);
+    pair p1, p2, p3;
+    pair_open(&p1, portal);
+    pair_open(&p2, portal);
+    pair_open(&p3, portal);
+    counting_mind m1 = {0}, m2 = {0}, m3 = {0};
+    pb_object_init(&m1.base, &CountingMind);
+    pb_object_init(&m2.base, &CountingMind);
+    pb_object_init(&m3.base, &CountingMind);
+    pb_deferred *d1 = login(&p1, "user1", 0, "pass1", &m1.base);
+    pb_deferred *d2 = login(&p2, "user1", 1, "pass1", &m2.base);
+    pb_deferred *d3 = login(&p3, "user1", 0, "pass1", &m3.base);
+    CHECK(avatar_of(d1) && avatar_of(d2) && avatar_of(d3));
+    CHECK_EQ_INT(realm_calls, 3);
+    CHECK_EQ_INT(avatars_alive, 1); /* one avatar, three logins */
+    CHECK(shared[0] && shared[0]->nminds == 3);
+
+    /* State is shared: calls from two connections count on one object. */
+    pb_deferred *c1 = pb_ref_callf(avatar_of(d1), "calls", "");
+    pump_pair(&p1);
+    pb_deferred *c2 = pb_ref_callf(avatar_of(d2), "calls", "");
+    pump_pair(&p2);
+    CHECK_EQ_INT(int_of(c1), 1);
+    CHECK_EQ_INT(int_of(c2), 2);
+    pb_deferred_unref(c1);
+    pb_deferred_unref(c2);
+
+    /* A broadcast from connection 1 reaches every mind attached. */
+    pb_deferred *b = pb_ref_callf(avatar_of(d1), "broadcast", "s", "hello");
+    pump_pair(&p1);
+    pump_pair(&p2);
+    pump_pair(&p3);
+    CHECK_EQ_INT(int_of(b), 3);
+    CHECK(m1.prints == 1 && m2.prints == 1 && m3.prints == 1);
+    CHECK(!strcmp(m2.last, "hello"));
+    pb_deferred_unref(b);
+
+    /* Connection 1 is lost: only its mind is detached. */
+    pb_broker_connection_lost(p1.s, "cable cut");
+    pb_broker_connection_lost(p1.c, "cable cut");
+    CHECK_EQ_INT(detaches, 1);
+    CHECK_EQ_INT(shared[0]->nminds, 2);
+    CHECK_EQ_INT(avatars_alive, 1);
+    /* Connection 3 releases its avatar reference: only its mind goes. */
+    pb_deferred_unref(d3);
+    d3 = NULL;
+    pump_pair(&p3);
+    CHECK_EQ_INT(detaches, 2);
+    CHECK_EQ_INT(shared[0]->nminds, 1);
+
+    /* The avatar lives on for connection 2, and reaches its mind only. */
+    b = pb_ref_callf(avatar_of(d2), "broadcast", "s", "still here");
+    pump_pair(&p2);
+    pump_pair(&p3);
+    CHECK_EQ_INT(int_of(b), 1);
+    CHECK(m1.prints == 1 && m2.prints == 2 && m3.prints == 1);
+    CHECK(!strcmp(m2.last, "still here"));
+    pb_deferred_unref(b);
+
+    pb_deferred_unref(d1);
+    pb_deferred_unref(d2);
+    pb_broker_free(p1.c);
+    pb_broker_free(p1.s);
+    pair_close(&p2);
+    pair_close(&p3);
+    CHECK_EQ_INT(detaches, 3); /* every login logged out exactly once */
+    CHECK_EQ_INT(avatars_alive, 1); /* the realm still holds it */
+    shared_realm_free();
+    CHECK_EQ_INT(avatars_alive, 0);
+    pb_portal_free(portal);
+}
+
+TEST(every_anonymous_login_shares_one_avatar)
+{
+    reset_realm();
+    detaches = 0;
+    pb_portal *portal = pb_portal_new(shared_realm, NULL, NULL);
+    pb_portal_add_checker(portal, pb_checker_anonymous_new());
+    pair p1, p2;
+    pair_open(&p1, portal);
+    pair_open(&p2, portal);
+    counting_mind m1 = {0}, m2 = {0};
+    pb_object_init(&m1.base, &CountingMind);
+    pb_object_init(&m2.base, &CountingMind);
+    pb_deferred *d1 = login(&p1, NULL, 0, NULL, &m1.base);
+    pb_deferred *d2 = login(&p2, NULL, 0, NULL, &m2.base);
+    pb_deferred *d3 = login(&p2, NULL, 0, NULL, NULL); /* a second, mindless login */
+    CHECK(avatar_of(d1) && avatar_of(d2) && avatar_of(d3));
+    CHECK_EQ_INT(avatars_alive, 1);
+    CHECK(shared[0] && !strcmp(shared[0]->id, "anonymous") && shared[0]->nminds == 2);
+    pb_deferred *b = pb_ref_callf(avatar_of(d3), "broadcast", "s", "to all");
+    pump_pair(&p2);
+    pump_pair(&p1);
+    CHECK_EQ_INT(int_of(b), 2);
+    CHECK(m1.prints == 1 && m2.prints == 1);
+    pb_deferred_unref(b);
+    pair_close(&p1);
+    CHECK_EQ_INT(detaches, 1);
+    CHECK_EQ_INT(shared[0]->nminds, 1);
+    b = pb_ref_callf(avatar_of(d2), "broadcast", "s", "fewer");
+    pump_pair(&p2);
+    CHECK_EQ_INT(int_of(b), 1);
+    CHECK(m1.prints == 1 && m2.prints == 2);
+    pb_deferred_unref(b);
+    pb_deferred_unref(d1);
+    pb_deferred_unref(d2);
+    pb_deferred_unref(d3);
+    pair_close(&p2);
+    CHECK_EQ_INT(detaches, 3);
+    shared_realm_free();
+    CHECK_EQ_INT(avatars_alive, 0);
+    pb_portal_free(portal);
+}
+
 int main(void)
 {
     RUN(response_matches_the_spec_vector);
@@ -874,5 +1109,7 @@ int main(void)
     RUN(sqlite_checker_with_many_users);
     RUN(connections_that_do_not_log_in_in_time_are_closed);
     RUN(failed_logins_carry_pickled_as_twisted_22_4_sends_them);
+    RUN(one_user_on_several_connections_shares_one_avatar_each_mind_detached_alone);
+    RUN(every_anonymous_login_shares_one_avatar);
     return TEST_SUMMARY();
 }
