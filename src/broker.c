@@ -377,6 +377,37 @@ static void export_remove(pb_broker *b, export *e) {
     export_free(b, e);
 }
 
+/* The reverse table (object, perspective) -> export is only built once a
+ * connection exports more than REV_SMALL objects: most connections export
+ * two or three (an avatar, a group), and a scan of those is cheaper than
+ * a table per connection. */
+#define REV_SMALL 8
+
+static export *export_find(pb_broker *b, pb_object *o, pb_object *persp) {
+    if (b->rev.cap) return kmap_get(&b->rev, (uint64_t)(uintptr_t)o, (uint64_t)(uintptr_t)persp);
+    for (size_t i = 0; i < b->exports.cap; i++) {
+        export *e = b->exports.e[i].v;
+        if (e && e->obj == o && e->persp == persp) return e;
+    }
+    return NULL;
+}
+
+/* e was just added to exports: index it in rev (building rev when the
+ * exports outgrow a scan).  0, or -1 when out of memory (rev unchanged). */
+static int rev_add(pb_broker *b, export *e) {
+    if (b->rev.cap)
+        return kmap_put(&b->rev, (uint64_t)(uintptr_t)e->obj, (uint64_t)(uintptr_t)e->persp, e);
+    if (b->exports.len <= REV_SMALL) return 0;
+    for (size_t i = 0; i < b->exports.cap; i++) {
+        export *x = b->exports.e[i].v;
+        if (x && kmap_put(&b->rev, (uint64_t)(uintptr_t)x->obj, (uint64_t)(uintptr_t)x->persp, x)) {
+            kmap_free(&b->rev); /* stay with scanning */
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static size_t export_count(const pb_broker *b) { return b->exports.len + (b->root_export ? 1 : 0); }
 
 static int journal_add(enc_ctx *c, export *e, int created) {
@@ -419,7 +450,7 @@ static int export_register(enc_ctx *c, pb_object *o, export **out, pb_errbuf *er
         return pb_err_set(err, PB_ESTATE, "the avatar was already released");
     /* the root object sent as a value gets a LUID of its own, as in
      * Twisted ("root" is a name, not an identity) */
-    export *e = kmap_get(&b->rev, (uint64_t)(uintptr_t)o, (uint64_t)(uintptr_t)persp);
+    export *e = export_find(b, o, persp);
     if (e) {
         if (journal_add(c, e, 0)) return pb_err_set(err, PB_ENOMEM, "out of memory");
         e->refs++;
@@ -438,7 +469,7 @@ static int export_register(enc_ctx *c, pb_object *o, export **out, pb_errbuf *er
     e->persp = pb_object_ref(persp);
     e->refs = 1;
     if (kmap_put(&b->exports, e->luid, 0, e)) goto oom;
-    if (kmap_put(&b->rev, (uint64_t)(uintptr_t)o, (uint64_t)(uintptr_t)persp, e)) {
+    if (rev_add(b, e)) {
         kmap_del(&b->exports, e->luid, 0);
         goto oom;
     }

@@ -18,7 +18,8 @@ typedef struct kmap_ent {
 
 typedef struct kmap {
     kmap_ent *e;
-    size_t cap, len; /* cap is 0 or a power of two */
+    uint32_t cap, len; /* cap is 0 or a power of two; the broker's limits keep
+                          every table far below 2^32 entries */
 } kmap;
 
 static inline size_t kmap_hash(uint64_t k1, uint64_t k2) {
@@ -43,7 +44,9 @@ static inline void *kmap_get(const kmap *m, uint64_t k1, uint64_t k2) {
 /* 0, or -1 on allocation failure (the map is unchanged). */
 static inline int kmap_put(kmap *m, uint64_t k1, uint64_t k2, void *v) {
     if ((m->len + 1) * 4 > m->cap * 3) {
-        size_t cap = m->cap ? m->cap * 2 : 4; /* most tables of a connection stay tiny */
+        /* most tables of a connection hold one or two entries: start at 2 */
+        uint32_t cap = m->cap ? m->cap * 2 : 2;
+        if (!cap) return -1;
         kmap_ent *ne = calloc(cap, sizeof *ne);
         if (!ne) return -1;
         kmap old = *m;

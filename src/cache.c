@@ -332,7 +332,7 @@ static int cache_hook(void *ud, pb_arena *a, pb_value **inout, pb_errbuf *err) {
         return pb_err_set(err, PB_EJELLY, "cache LUID %llu sent again while cached", (unsigned long long)luid);
     size_t maxc = pb__broker_cfg(b)->max_refs;
     if (maxc < 1024) maxc = 1024;
-    if (t->in.len > maxc) return pb_err_set(err, PB_ELIMIT, "too many caches (%zu)", t->in.len);
+    if (t->in.len > maxc) return pb_err_set(err, PB_ELIMIT, "too many caches (%zu)", (size_t)t->in.len);
     size_t off = rcache_offset(cls);
     pb_remote_cache *c = calloc(1, off + sizeof(rcache));
     if (!c) return pb_err_set(err, PB_ENOMEM, "out of memory");

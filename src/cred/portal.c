@@ -77,7 +77,6 @@ struct pconn {
     int bound, logged_in, in_tlist;
     uint64_t deadline;
     pconn *tprev, *tnext;
-    char peer[64]; /* address without port, for throttling */
 };
 
 typedef struct challenger {
@@ -106,6 +105,7 @@ struct pb_realm_request {
     void *logout_ud;
     char *user;
     uint8_t challenge[CHALLENGE_LEN], response[16];
+    char peer[48]; /* the client's address without port, for throttling */
 };
 
 /* The avatar on its way out: held until logout has run. */
@@ -284,13 +284,6 @@ static void pconn_bind(pconn *pc, pb_broker *b)
     pc->b = b;
     pb_object_ref(&pc->obj);
     pb_broker_on_lost(b, pconn_lost, pc);
-    pb_conn *c = pb_conn_of(b);
-    const char *peer = c ? pb_conn_peer(c) : NULL;
-    snprintf(pc->peer, sizeof pc->peer, "%s", peer ? peer : "");
-    /* "1.2.3.4:5555" / "[::1]:5555" -> the address alone */
-    char *colon = strrchr(pc->peer, ':');
-    if (colon && colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1))
-        *colon = 0;
     tlist_add(pc);
 }
 
@@ -337,7 +330,7 @@ static void req_free(pb_realm_request *req)
 
 static void req_refuse(pb_realm_request *req)
 {
-    throttle_failure(req->pc->portal, req->pc->peer);
+    throttle_failure(req->pc->portal, req->peer);
     pb_call_fail_pickled(req->call, PB_FAILURE_UNAUTHORIZED, "");
     req_free(req);
 }
@@ -424,9 +417,23 @@ static int has_checker(pb_portal *p, pb_cred_kind kind)
     return 0;
 }
 
+/* The peer's address without the port, kept in the request (not in every
+ * connection's root: most connections never fail a login). */
+static void peer_address(pb_realm_request *req)
+{
+    pb_conn *c = req->pc->b ? pb_conn_of(req->pc->b) : NULL;
+    const char *peer = c ? pb_conn_peer(c) : NULL;
+    snprintf(req->peer, sizeof req->peer, "%s", peer ? peer : "");
+    /* "1.2.3.4:5555" / "[::1]:5555" -> the address alone */
+    char *colon = strrchr(req->peer, ':');
+    if (colon && colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1))
+        *colon = 0;
+}
+
 static int start_login(pb_realm_request *req, int valid)
 {
     pb_portal *p = req->pc->portal;
+    peer_address(req);
     int rc = pb_call_defer(req->call);
     if (rc) {
         req_free(req);
@@ -437,7 +444,7 @@ static int start_login(pb_realm_request *req, int valid)
                      req->cred.kind == PB_CRED_ANONYMOUS ? NO_ANON_CHECKER : NO_MD5_CHECKER);
         req_free(req);
     } else if (req->cred.kind == PB_CRED_MD5_CHALLENGE &&
-               (!valid || throttled(p, req->pc->peer))) {
+               (!valid || throttled(p, req->peer))) {
         req_refuse(req);
     } else {
         run_checkers(req);

@@ -289,11 +289,11 @@ static void conn_final(pb_conn *c) {
     const char *why = c->close_why ? c->close_why : "connection closed";
     wlist_remove(c);
     if (c->broker) pb_broker_connection_lost(c->broker, why);
-    if (!c->server) {
+    if (c->cl) {
         if (c->ever_up) {
-            if (c->on_lost) c->on_lost(c, why, c->ud);
-        } else if (c->on_connect) {
-            c->on_connect(NULL, c->close_code ? c->close_code : PB_ECLOSED, why, c->ud);
+            if (c->cl->on_lost) c->cl->on_lost(c, why, c->cl->ud);
+        } else if (c->cl->on_connect) {
+            c->cl->on_connect(NULL, c->close_code ? c->close_code : PB_ECLOSED, why, c->cl->ud);
         }
     }
     if (c->broker) pb_broker_free(c->broker);
@@ -302,8 +302,8 @@ static void conn_final(pb_conn *c) {
     ctx_release(c->ctx);
     pb__tls_free(c);
     free(c->wreq);
-    free(c->creq);
-    free(c->own_cfg);
+    if (c->cl) free(c->cl->creq);
+    free(c->cl);
     free(c->close_why);
     free(c);
 }
@@ -317,8 +317,7 @@ static void on_handle_closed(uv_handle_t *h) { conn_release(h->data); }
 /* Used when setup failed after pb__conn_alloc: still goes through uv_close
  * (the handles are initialised) but reports nothing. */
 void pb__conn_discard(pb_conn *c) {
-    c->on_connect = NULL;
-    c->on_lost = NULL;
+    if (c->cl) c->cl->on_connect = NULL, c->cl->on_lost = NULL;
     c->closing = 1;
     c->handles_closed = 1;
     ctimer_stop(c);
@@ -343,7 +342,7 @@ void pb__conn_close(pb_conn *c, int code, const char *why, int graceful) {
         uv_read_stop(&c->io.stream);
         c->reading = 0;
     }
-    if (c->gai) uv_cancel((uv_req_t *)c->gai); /* its callback still comes */
+    if (c->cl && c->cl->gai) uv_cancel((uv_req_t *)c->cl->gai); /* its callback still comes */
     if (graceful && (c->broker || (c->tls && c->state >= CONN_HANDSHAKE)) &&
         !c->handles_closed) {
         /* Like Twisted's loseConnection: what is queued still goes out. */
@@ -586,7 +585,7 @@ static void cb_connected(pb_broker *b, void *ud) {
     c->connect_timeout_ms = 0;
     ctimer_stop(c); /* the connect timeout; now the broker's deadlines */
     arm_timer(c);
-    if (!c->server && c->on_connect) c->on_connect(c, 0, NULL, c->ud);
+    if (c->cl && c->cl->on_connect) c->cl->on_connect(c, 0, NULL, c->cl->ud);
 }
 
 static _Atomic int g_log = -1; /* PB_LOG, read once (from any loop's thread) */
@@ -623,8 +622,11 @@ static int conn_start_broker(pb_conn *c) {
         pb__conn_close(c, PB_ENOMEM, "out of memory", 0);
         return PB_ENOMEM;
     }
-    if (c->root) { /* the root function may want the broker (cred's does) */
-        pb_object *r = c->root(c->broker, c->root_ud);
+    pb_root_fn root = NULL;
+    void *root_ud = NULL;
+    if (c->server) pb__server_root(c->server, &root, &root_ud);
+    if (root) { /* the root function may want the broker (cred's does) */
+        pb_object *r = root(c->broker, root_ud);
         if (!r) {
             pb__conn_close(c, PB_EAUTH, "connection refused by the application", 0);
             return PB_EAUTH;
@@ -644,8 +646,7 @@ static int conn_start_broker(pb_conn *c) {
 
 int pb__conn_tls_up(pb_conn *c) { return conn_start_broker(c); }
 
-int pb__conn_start(pb_conn *c, int is_server, pb_root_fn root, void *ud) {
-    (void)is_server; /* c->server says it */
+int pb__conn_start(pb_conn *c) {
     c->state = CONN_HANDSHAKE;
     if (c->is_tcp) {
         uv_tcp_nodelay(&c->io.tcp, 1);
@@ -657,8 +658,6 @@ int pb__conn_start(pb_conn *c, int is_server, pb_root_fn root, void *ud) {
                 pb__format_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer);
         }
     }
-    c->root = root;
-    c->root_ud = ud;
     c->last_io = uv_now(c->loop);
     c->idle_deadline = c->last_io + c->idle_ms;
     if (!c->tls) {
@@ -757,8 +756,8 @@ int pb__resolve(uv_loop_t *loop, const char *host, int port, struct sockaddr_sto
 
 static void on_connected(uv_connect_t *req, int status) {
     pb_conn *c = req->data;
-    free(c->creq);
-    c->creq = NULL;
+    free(c->cl->creq);
+    c->cl->creq = NULL;
     if (c->closing) return; /* the close path reports */
     if (status < 0) {
         char msg[200];
@@ -766,19 +765,19 @@ static void on_connected(uv_connect_t *req, int status) {
         pb__conn_close(c, status == UV_ETIMEDOUT ? PB_ETIMEOUT : PB_EIO, msg, 0);
         return;
     }
-    pb__conn_start(c, 0, NULL, NULL);
+    pb__conn_start(c);
 }
 
 static int start_tcp_connect(pb_conn *c, const struct sockaddr_storage *ss, pb_errbuf *err) {
     pb__format_addr((const struct sockaddr *)ss, c->peer, sizeof c->peer);
     c->state = CONN_CONNECTING;
-    if (!c->creq && !(c->creq = malloc(sizeof *c->creq)))
+    if (!c->cl->creq && !(c->cl->creq = malloc(sizeof *c->cl->creq)))
         return pb_err_set(err, PB_ENOMEM, "out of memory");
-    c->creq->data = c;
-    int rc = uv_tcp_connect(c->creq, &c->io.tcp, (const struct sockaddr *)ss, on_connected);
+    c->cl->creq->data = c;
+    int rc = uv_tcp_connect(c->cl->creq, &c->io.tcp, (const struct sockaddr *)ss, on_connected);
     if (rc < 0) {
-        free(c->creq);
-        c->creq = NULL;
+        free(c->cl->creq);
+        c->cl->creq = NULL;
         return pb_err_set(err, PB_EIO, "cannot connect to %s: %s", c->peer, uv_strerror(rc));
     }
     return 0;
@@ -786,8 +785,8 @@ static int start_tcp_connect(pb_conn *c, const struct sockaddr_storage *ss, pb_e
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     pb_conn *c = req->data;
-    int port = c->port;
-    c->gai = NULL;
+    int port = c->cl->port;
+    c->cl->gai = NULL;
     free(req);
     if (c->closing) {
         uv_freeaddrinfo(res);
@@ -825,15 +824,15 @@ int pb__connect(uv_loop_t *loop, const char *host, int port, const char *unix_pa
     }
     pb_conn *c = pb__conn_alloc(loop, unix_path == NULL, err);
     if (!c) return err ? err->code : PB_ENOMEM;
-    if (!(c->own_cfg = malloc(sizeof *c->own_cfg))) {
+    if (!(c->cl = calloc(1, sizeof *c->cl))) {
         pb__conn_discard(c);
         return pb_err_set(err, PB_ENOMEM, "out of memory");
     }
-    *c->own_cfg = opts->broker;
-    c->cfg = c->own_cfg;
-    c->on_connect = on_connect;
-    c->on_lost = on_lost;
-    c->ud = ud;
+    c->cl->cfg = opts->broker;
+    c->cfg = &c->cl->cfg;
+    c->cl->on_connect = on_connect;
+    c->cl->on_lost = on_lost;
+    c->cl->ud = ud;
     c->keepalive_s = opts->tcp_keepalive_s;
     c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms
                                                      : PB_DEFAULT_CONNECT_MS;
@@ -865,12 +864,12 @@ int pb__connect(uv_loop_t *loop, const char *host, int port, const char *unix_pa
     if (unix_path) {
         snprintf(c->peer, sizeof c->peer, "unix:%s", unix_path);
         c->state = CONN_CONNECTING;
-        if (!(c->creq = malloc(sizeof *c->creq))) {
+        if (!(c->cl->creq = malloc(sizeof *c->cl->creq))) {
             pb__conn_discard(c);
             return pb_err_set(err, PB_ENOMEM, "out of memory");
         }
-        c->creq->data = c;
-        uv_pipe_connect(c->creq, &c->io.pipe, unix_path, on_connected);
+        c->cl->creq->data = c;
+        uv_pipe_connect(c->cl->creq, &c->io.pipe, unix_path, on_connected);
     } else {
         struct sockaddr_storage ss;
         if (numeric_addr(host, port, &ss)) {
@@ -881,24 +880,24 @@ int pb__connect(uv_loop_t *loop, const char *host, int port, const char *unix_pa
             }
         } else {
             snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
-            c->gai = malloc(sizeof *c->gai);
-            if (!c->gai) {
+            c->cl->gai = malloc(sizeof *c->cl->gai);
+            if (!c->cl->gai) {
                 pb__conn_discard(c);
                 return pb_err_set(err, PB_ENOMEM, "out of memory");
             }
-            c->gai->data = c;
+            c->cl->gai->data = c;
             struct addrinfo hints;
             memset(&hints, 0, sizeof hints);
             hints.ai_family = AF_UNSPEC;
             hints.ai_socktype = SOCK_STREAM;
-            int rc = uv_getaddrinfo(loop, c->gai, on_resolved, host, NULL, &hints);
+            int rc = uv_getaddrinfo(loop, c->cl->gai, on_resolved, host, NULL, &hints);
             if (rc < 0) {
-                free(c->gai);
-                c->gai = NULL;
+                free(c->cl->gai);
+                c->cl->gai = NULL;
                 pb__conn_discard(c);
                 return pb_err_set(err, PB_EIO, "cannot resolve %s: %s", host, uv_strerror(rc));
             }
-            c->port = port;
+            c->cl->port = port;
             c->state = CONN_RESOLVING;
             c->pending_handles++;
         }

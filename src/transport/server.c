@@ -163,6 +163,11 @@ void pb__server_conn_gone(pb_server *s, pb_conn *c) {
 
 static void on_refused_closed(uv_handle_t *h) { free(h); }
 
+void pb__server_root(const pb_server *s, pb_root_fn *fn, void **ud) {
+    *fn = s->root;
+    *ud = s->ud;
+}
+
 static void on_connection(uv_stream_t *ls, int status) {
     pb_server *s = ls->data;
     if (status < 0 || s->closing) return;
@@ -224,7 +229,7 @@ static void on_connection(uv_stream_t *ls, int status) {
     s->nconns++;
     if (s->ml) atomic_fetch_add(&s->ml->total, 1);
     if (!s->is_tcp) snprintf(c->peer, sizeof c->peer, "unix:%s", s->unix_path);
-    pb__conn_start(c, 1, s->root, s->ud);
+    pb__conn_start(c);
 }
 
 static pb_server *server_new(uv_loop_t *loop, const pb_server_opts *opts, pb_root_fn root,

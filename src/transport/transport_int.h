@@ -34,21 +34,13 @@ struct pb_conn {
      * uv_timer_t per connection: armed_deadline is the key, hidx the
      * position (+1; 0: not in the heap). */
     struct pb_wreq *wreq;       /* the write in flight (owned), or NULL */
-    uv_connect_t *creq;         /* client: the connect in flight (owned), or NULL */
     uv_loop_t *loop;
     pb_uvctx *ctx;
     pb_broker *broker;
     struct pb_server *server;   /* accepting side; NULL for clients */
-    const pb_broker_config *cfg; /* the server's, or own_cfg */
-    pb_broker_config *own_cfg;  /* client: a copy of the caller's settings */
-
-    /* client side */
-    pb_connect_fn on_connect;
-    pb_lost_fn on_lost;
-    void *ud;
-    uv_getaddrinfo_t *gai;      /* while resolving */
-    unsigned connect_timeout_ms;
-    int port;                   /* while resolving */
+    const pb_broker_config *cfg; /* the server's, or cl->cfg */
+    struct pb_conn_client *cl;  /* client connections only (NULL when accepted) */
+    unsigned connect_timeout_ms; /* client: connect; server: TLS handshake */
     int keepalive_s;
 
     pb_conn *wnext, *wprev;     /* in the loop's flush list */
@@ -65,15 +57,25 @@ struct pb_conn {
     /* TLS (tls.c): NULL for plain connections.  With TLS the broker is
      * made only once the TLS handshake is done (root/root_ud wait here). */
     struct pb_tls *tls;
-    pb_root_fn root;
-    void *root_ud;
     /* idle timeout: checked lazily when the timer fires */
     unsigned idle_ms;           /* 0: off */
     uint64_t last_io;           /* uv_now of the last read or write */
     uint64_t idle_deadline;     /* when the timer next looks at last_io */
 
     pb_conn *snext, *sprev;     /* in the server's list */
-    char peer[64];              /* "1.2.3.4:5", "[::1]:5", "unix:PATH" (long paths cut) */
+    char peer[48];              /* "1.2.3.4:5", "[::1]:5", "unix:PATH" (long paths cut) */
+};
+
+/* What only a connection we opened needs (accepted ones have none: a
+ * server holds many more of them). */
+struct pb_conn_client {
+    pb_connect_fn on_connect;
+    pb_lost_fn on_lost;
+    void *ud;
+    uv_getaddrinfo_t *gai; /* while resolving */
+    uv_connect_t *creq;    /* the connect in flight (owned), or NULL */
+    int port;              /* while resolving */
+    pb_broker_config cfg;  /* a copy of the caller's settings */
 };
 
 /* conn.c */
@@ -83,10 +85,12 @@ size_t pb__conn_write_pending(const pb_conn *c);
 /* Discard a conn whose handles were never initialised (setup failure). */
 void pb__conn_discard(pb_conn *c);
 /* The socket is connected: set options, make the broker, start reading.
- * Server side: root(broker, ud) names the root object (NULL refuses the
- * connection).  Returns 0 or a PB_E*; on failure the conn is already
+ * Server side: the server's root function names the root object (NULL
+ * refuses the connection).  Returns 0 or a PB_E*; on failure the conn is already
  * closing. */
-int pb__conn_start(pb_conn *c, int is_server, pb_root_fn root, void *ud);
+int pb__conn_start(pb_conn *c);
+/* server.c: the root function (and its ud) connections of s start with. */
+void pb__server_root(const struct pb_server *s, pb_root_fn *fn, void **ud);
 /* Close: graceful flushes what is queued first (bounded linger). */
 void pb__conn_close(pb_conn *c, int code, const char *why, int graceful);
 /* Client connect that also hands back the conn (for the reconnector,
