@@ -5,14 +5,16 @@
  *
  *   bench_connections --port N [--host H] [--count N] [--server-pid PID]
  *       [--bind-base 127.0.0.X] [--bind-count K] [--concurrency C]
- *       [--password] [--group NAME] [--timeout S] [--label NAME] [--hold S]
+ *       [--password] [--chat] [--user U --pass P] [--group NAME] [--timeout S]
+ *       [--label NAME] [--hold S]
  *
  * Opens --count connections (default 1000), spread over K local source
  * addresses 127.0.0.X .. 127.0.0.X+K-1 (default 127.0.0.2, one per 2,000
  * connections: ephemeral ports never run out and bind() stays fast), at most C
  * connects + logins in progress at a time.  Each logs in (anonymous, or
- * bench/bench with --password) with a mind and joins group NAME
- * (getGroup).  Then the first connection sends one message to the group
+ * bench/bench with --password, or U/P with --user/--pass) with a mind and
+ * joins group NAME (getGroup(NAME), or with --chat the C chatserver's
+ * joinGroup(NAME) as alice/1234 unless --user/--pass say otherwise).  Then the first connection sends one message to the group
  * and every connection must receive it once.  RLIMIT_NOFILE is raised to
  * the hard limit first (it bounds --count: about one fd per connection).
  *
@@ -42,7 +44,8 @@ typedef struct session {
 
 static uv_loop_t *loop;
 static const char *host = "127.0.0.1", *label = "server", *group_name = "scale";
-static int port, use_password, server_pid;
+static const char *user, *pass, *join_method = "getGroup";
+static int port, server_pid;
 static int count = 1000, concurrency = 256, bind_count = 0;
 static unsigned bind_base[4] = {127, 0, 0, 2};
 static session *ss;
@@ -112,7 +115,7 @@ static int logged_in(pb_deferred *d, void *ud) {
     pb_value *v = pb_deferred_value(d);
     if (!v || v->type != PB_REMOTE) return PB_EPROTO;
     s->avatar = pb_ref_ref((pb_ref *)v->u.h);
-    pb_deferred *g = pb_ref_callf(s->avatar, "getGroup", "s", group_name);
+    pb_deferred *g = pb_ref_callf(s->avatar, join_method, "s", group_name);
     if (!g) return PB_ENOMEM;
     pb_deferred_add(g, group_ok, step_err, s);
     pb_deferred_unref(g);
@@ -126,8 +129,7 @@ static void connected(pb_conn *c, int status, const char *msg, void *ud) {
         settle(s, 0);
         return;
     }
-    pb_deferred *d = pb_login(c, use_password ? "bench" : NULL, use_password ? "bench" : NULL,
-                              &s->mind);
+    pb_deferred *d = pb_login(c, user, pass, &s->mind);
     if (!d) {
         pb_conn_close(c);
         settle(s, 0);
@@ -184,13 +186,20 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--password")) {
-            use_password = 1;
+            user = pass = "bench";
+            continue;
+        }
+        if (!strcmp(a, "--chat")) {
+            if (!user) user = "alice", pass = "1234";
+            join_method = "joinGroup";
             continue;
         }
         if (!v) goto usage;
         i++;
         if (!strcmp(a, "--port")) port = atoi(v);
         else if (!strcmp(a, "--host")) host = v;
+        else if (!strcmp(a, "--user")) user = v;
+        else if (!strcmp(a, "--pass")) pass = v;
         else if (!strcmp(a, "--count")) count = atoi(v);
         else if (!strcmp(a, "--server-pid")) server_pid = atoi(v);
         else if (!strcmp(a, "--concurrency")) concurrency = atoi(v);
@@ -301,7 +310,8 @@ int main(int argc, char **argv) {
 usage:
     fprintf(stderr, "usage: bench_connections --port N [--host H] [--count N] [--server-pid PID]\n"
                     "       [--bind-base 127.0.0.X] [--bind-count K] [--concurrency C] "
-                    "[--password]\n"
+                    "[--password] [--chat]\n"
+                    "       [--user U --pass P]\n"
                     "       [--group NAME] [--timeout S] [--hold S] [--label NAME]\n");
     return 2;
 }

@@ -47,7 +47,7 @@ struct user {
     chat *chat;
     pb_ref *mind;   /* the client's object with remote_print, or NULL */
     int logged_in;  /* 1 from the realm's answer until logout */
-    char name[128];
+    char name[];    /* as the store spells it (sized for the id that logged in) */
 };
 
 /* ------------------------------------------------------------------ groups */
@@ -166,7 +166,8 @@ static void lookup_work(uv_work_t *w) /* on a worker thread: no PB here */
         return;
     sqlite3_bind_text(st, 1, l->id, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(l->u->name, sizeof l->u->name, "%s", (const char *)sqlite3_column_text(st, 0));
+        /* the store's name is the checked avatar id, so it fits */
+        snprintf(l->u->name, strlen(l->id) + 1, "%s", (const char *)sqlite3_column_text(st, 0));
         l->found = 1;
     }
     sqlite3_finalize(st);
@@ -193,8 +194,9 @@ static void lookup_done(uv_work_t *w, int status) /* back on the loop thread */
 
 static void request_avatar(pb_realm_request *req, const char *avatar_id, pb_ref *mind, void *ud)
 {
+    size_t idlen = strnlen(avatar_id, sizeof ((lookup *)0)->id - 1);
     lookup *l = calloc(1, sizeof *l);
-    user *u = calloc(1, sizeof *u);
+    user *u = calloc(1, sizeof *u + idlen + 1);
     pb_deferred *d = pb_deferred_new();
     if (!l || !u || !d) {
         free(l);
