@@ -59,17 +59,25 @@ static int group_send(pb_call *call, void *self, void *avatar, const pb_args *a)
     const char *msg = pb_arg_str(a, 0, "");
     if (!g->allow_mattress && strstr(msg, "mattress"))
         return pb_call_fail(call, PB_FAILURE_VALUE_ERROR, "Don't say that word");
+    pb_arena *ar = pb_call_arena(call);
+    pb_value *args = pb_tuple(ar, 1);
+    pb_ref **minds = malloc((g->n ? g->n : 1) * sizeof *minds);
     char *line = NULL;
-    if (asprintf(&line, "<%s> says: %s", from->name, msg) < 0)
+    size_t n = 0;
+    int len = asprintf(&line, "<%s> says: %s", from->name, msg);
+    if (!args || !minds || len < 0 || pb_seq_append(ar, args, pb_str(ar, line, (size_t)len))) {
+        free(minds);
+        free(len < 0 ? NULL : line);
         return PB_ENOMEM;
-    for (size_t i = 0; i < g->n; i++) {
-        if (!g->members[i]->mind)
-            continue; /* no mind, nothing to tell: the others still hear it */
-        pb_deferred *d = pb_ref_callf(g->members[i]->mind, "print", "s", line);
-        if (d)
-            pb_deferred_unref(d); /* nobody waits for the answer */
     }
     free(line);
+    for (size_t i = 0; i < g->n; i++)
+        if (g->members[i]->mind) /* no mind, nothing to tell: the others still hear it */
+            minds[n++] = g->members[i]->mind;
+    /* print(line) to every mind, encoded once; a mind whose connection is
+     * gone fails alone */
+    pb_ref_send_many(minds, n, "print", args, NULL, NULL);
+    free(minds);
     return pb_call_return_none(call);
 }
 
