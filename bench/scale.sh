@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # scale.sh [BUILD_DIR] - the scale figures, C server side by side with
 # Twisted's (bench/benchserver_twisted.py) where Twisted can run them:
-#   1. N concurrent logged-in connections (default N=100000; Twisted:
-#      TW_N=10000): count, time to open, server RSS per connection, and one
-#      group message that every connection must receive;
+#   1. N concurrent logged-in connections to the chat server (default
+#      N=100000; examples/chatserver, and Twisted's own chatserver.py
+#      listing with TW_N=10000): each logs in as alice/1234 with a mind and
+#      joins one group; count, time to open, server RSS per connection, and
+#      one group message that every connection must receive;
 #   2. fan-out to 1,000 and 10,000 group members (deliveries/s);
 #   3. pipelined echo calls/s (100 in flight) and the raw C TCP ping-pong
 #      (bench_rpc raw) over loopback for scale;
@@ -16,10 +18,11 @@
 #      every member), LAT_S (default 10) seconds, C and Twisted servers.
 # A process holds at most RLIMIT_NOFILE's hard limit of sockets (raising it
 # needs CAP_SYS_RESOURCE): when N does not fit, the connections are spread
-# over K benchserver processes (K bench_connections clients, one per
-# server), and RSS per connection is the sum of the servers' RSS growth
-# over the sum of connections.  Loopback only; bounded (< 10 min); stops
-# by itself.  Env: N, TW_N, SKIP_TWISTED=1.
+# over K chatserver processes (K bench_connections clients, one per
+# server, each with its own group), and RSS per connection is the sum of
+# the servers' RSS growth over the sum of connections.  The largest count
+# that fits one process is measured on its own as well.  Loopback only; bounded (< 10 min); stops
+# by itself.  Env: N, TW_N, SKIP_TWISTED=1, STOP_AFTER=1 (section 1 only).
 set -u
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -60,52 +63,72 @@ stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 val() { sed -n "s/^RESULT [^ ]* $2 //p" "$1" | head -n1; } # FILE METRIC
 
 hard=$(ulimit -Hn)
+ulimit -Sn "$hard" 2>/dev/null # servers (Twisted too) keep the soft limit they are given
 [ "$hard" = unlimited ] && hard=1048576
 per=$((hard - 200))
 K=$(((N + per - 1) / per))
-echo "== 1. concurrent logged-in connections (anonymous login with a mind, getGroup, one group message)"
-echo "   RLIMIT_NOFILE hard limit $hard: $N connections over $K server process(es)"
+echo "== 1. concurrent logged-in connections to the chat server (password login with a mind, joinGroup, one group message)"
+echo "   RLIMIT_NOFILE hard limit $hard: $N connections over $K chatserver process(es)"
+# conns K N LABEL : N connections over K chatserver processes; prints a summary line
+conns() {
+    local K=$1 N=$2 label=$3 cpids=() fail=0 k
+    for k in $(seq 0 $((K - 1))); do
+        local cnt=$((N / K + (k < N % K ? 1 : 0)))
+        start "c$k" "$bin/chatserver" --db "$tmp/chat$k.db" || exit 1
+        timeout 300 "$bin/bench_connections" --chat --port "$port" --count "$cnt" --server-pid "$spid" \
+            --bind-base "127.$((k + 1)).0.1" --label "c$k" --timeout 240 >"$tmp/conn$k.res" 2>"$tmp/conn$k.err" &
+        cpids+=($!)
+    done
+    for p in "${cpids[@]}"; do wait "$p" || fail=1; done
+    local conns=0 grow=0 deliv=0 open=0 f c d o b a
+    for k in $(seq 0 $((K - 1))); do
+        f=$tmp/conn$k.res
+        c=$(val "$f" connections); d=$(val "$f" delivered); o=$(val "$f" open_s)
+        b=$(val "$f" server_rss_before_kb); a=$(val "$f" server_rss_after_kb)
+        conns=$(awk -v x="$conns" -v y="${c:-0}" 'BEGIN{print x+y}')
+        deliv=$(awk -v x="$deliv" -v y="${d:-0}" 'BEGIN{print x+y}')
+        grow=$(awk -v x="$grow" -v a="${a:-0}" -v b="${b:-0}" 'BEGIN{print x+a-b}')
+        open=$(awk -v x="$open" -v y="${o:-0}" 'BEGIN{print (y>x)?y:x}')
+        head -c 300 "$tmp/conn$k.err"
+    done
+    for p in "${pids[@]}"; do stop "$p"; done
+    pids=()
+    rm -f "$tmp"/chat*.db*
+    local rss
+    rss=$(awk -v g="$grow" -v n="$conns" 'BEGIN{ if (n>0) printf "%.0f", g*1024/n; else print "-" }')
+    printf '   %-22s %s of %s connected in %.1f s (%s process(es)), %s received the message, server RSS %s bytes/connection%s\n' \
+        "$label" "$conns" "$N" "$open" "$K" "$deliv" "$rss" "$([ $fail = 0 ] || echo ' (FAILURES)')"
+    [ $fail = 0 ] || section1_fail=1
+}
+section1_fail=0
 t0=$(date +%s.%N)
-cpids=()
-for k in $(seq 0 $((K - 1))); do
-    cnt=$((N / K + (k < N % K ? 1 : 0)))
-    start "c$k" "$bin/benchserver" || exit 1
-    timeout 300 "$bin/bench_connections" --port "$port" --count "$cnt" --server-pid "$spid" \
-        --bind-base "127.$((k + 1)).0.1" --label "c$k" --timeout 240 >"$tmp/conn$k.res" 2>"$tmp/conn$k.err" &
-    cpids+=($!)
-done
-fail=0
-for p in "${cpids[@]}"; do wait "$p" || fail=1; done
+conns "$K" "$N" "libpb chatserver:"
 t1=$(date +%s.%N)
-conns=0; grow=0; deliv=0; open=0
-for k in $(seq 0 $((K - 1))); do
-    f=$tmp/conn$k.res
-    c=$(val "$f" connections); d=$(val "$f" delivered); o=$(val "$f" open_s)
-    b=$(val "$f" server_rss_before_kb); a=$(val "$f" server_rss_after_kb)
-    conns=$(awk -v x="$conns" -v y="${c:-0}" 'BEGIN{print x+y}')
-    deliv=$(awk -v x="$deliv" -v y="${d:-0}" 'BEGIN{print x+y}')
-    grow=$(awk -v x="$grow" -v a="${a:-0}" -v b="${b:-0}" 'BEGIN{print x+a-b}')
-    open=$(awk -v x="$open" -v y="${o:-0}" 'BEGIN{print (y>x)?y:x}')
-    head -c 300 "$tmp/conn$k.err"
-done
-for p in "${pids[@]}"; do stop "$p"; done
-pids=()
-c_rss=$(awk -v g="$grow" -v n="$conns" 'BEGIN{ if (n>0) printf "%.0f", g*1024/n; else print "-" }')
-printf '   libpb:   %s of %s connected in %.1f s (%s processes), %s received the message, server RSS %s bytes/connection%s\n' \
-    "$conns" "$N" "$open" "$K" "$deliv" "$c_rss" "$([ $fail = 0 ] || echo ' (FAILURES)')"
+one=$((per < N ? per : N))
+[ "$K" -gt 1 ] && conns 1 "$one" "libpb, one process:"
 if [ -z "${SKIP_TWISTED:-}" ]; then
-    if start tw $PY bench/benchserver_twisted.py; then
-        timeout 300 "$bin/bench_connections" --port "$port" --count "$TW_N" --server-pid "$spid" \
-            --concurrency 64 --label tw --timeout 240 >"$tmp/tw.res" 2>"$tmp/tw.err"
-        stop "$spid"
-        f=$tmp/tw.res
-        tw_rss=$(val "$f" server_rss_per_conn_bytes)
-        printf '   Twisted: %s of %s connected in %s s, %s received the message, server RSS %.0f bytes/connection\n' \
-            "$(val "$f" connections)" "$TW_N" "$(val "$f" open_s)" "$(val "$f" delivered)" "${tw_rss:-0}"
-        head -c 300 "$tmp/tw.err"
-    fi
+    twport=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    $PY -u tests/interop/cred_run_listing.py /usr/share/doc/twisted-doc/howto/listings/pb/chatserver.py \
+        --port "$twport" >"$tmp/twchat.out" 2>&1 &
+    spid=$!
+    pids+=("$spid")
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$twport") 2>/dev/null && break
+        sleep 0.1
+    done
+    timeout 300 "$bin/bench_connections" --chat --port "$twport" --count "$TW_N" --server-pid "$spid" \
+        --concurrency 64 --label tw --timeout 240 >"$tmp/tw.res" 2>"$tmp/tw.err"
+    stop "$spid"
+    pids=()
+    f=$tmp/tw.res
+    tw_rss=$(val "$f" server_rss_per_conn_bytes)
+    printf '   %-22s %s of %s connected in %s s, %s received the message, server RSS %.0f bytes/connection\n' \
+        "Twisted chatserver.py:" "$(val "$f" connections | cut -d. -f1)" "$TW_N" "$(val "$f" open_s)" \
+        "$(val "$f" delivered | cut -d. -f1)" "${tw_rss:-0}"
+    head -c 300 "$tmp/tw.err"
 fi
 
+[ "${STOP_AFTER:-}" = 1 ] && { [ "$section1_fail" = 0 ]; exit; }
 echo "== 2. fan-out (one sender, every member's mind gets each message)"
 for m in 1000 10000; do
     msgs=$((m == 1000 ? 20 : 5))
@@ -211,4 +234,4 @@ if [ -z "${SKIP_TWISTED:-}" ]; then
     lat Twisted $PY bench/benchserver_twisted.py
     LAT_N=$full
 fi
-[ "$fail" = 0 ]
+[ "$section1_fail" = 0 ]

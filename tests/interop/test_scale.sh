@@ -1,23 +1,27 @@
 #!/bin/bash
 # tests/interop/test_scale.sh BUILD_DIR
 #
-# Bounded scale check: SCALE_N (5000) concurrent logged-in connections to
-# build/bin/benchserver from build/bin/bench_connections (spread over
-# several 127.0.0.x source addresses): all log in, all receive one group
-# message, and the server's RSS grows by at most SCALE_MAX_BYTES (2600)
-# per connection (the target is 2 KB: no idle buffers, decoders or
-# arenas per connection; the slack covers allocator noise and the
-# benchserver's own per-user data).  With a sanitizer build the RSS is
-# reported, not judged.  Loopback only; < 60 s.
+# Bounded scale check: SCALE_N (10000, or what the descriptor limit
+# allows) concurrent logged-in connections to build/bin/chatserver from
+# build/bin/bench_connections --chat (alice/1234 with a mind, joinGroup;
+# spread over several 127.0.0.x source addresses): all log in, all
+# receive one group message, and the server's RSS grows by at most
+# SCALE_MAX_BYTES (2048) per connection, the chat server's own user
+# records included (no idle buffers, decoders or arenas per connection).
+# With a sanitizer build the RSS is reported, not judged.  Loopback only;
+# < 60 s.
 set -u
 build=${1:-build}
 bin=$build/bin
-N=${SCALE_N:-5000}
-MAX=${SCALE_MAX_BYTES:-2600}
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] && hard=1048576
+N=${SCALE_N:-$((hard - 200 < 10000 ? hard - 200 : 10000))}
+MAX=${SCALE_MAX_BYTES:-2048}
 out=$(mktemp)
 spid=""
-trap '[ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -f "$out" "$out.srv"' EXIT
-"$bin/benchserver" --port 0 >"$out.srv" 2>&1 &
+trap '[ -n "$spid" ] && kill "$spid" 2>/dev/null; rm -f "$out" "$out.srv" "$out".db*' EXIT
+ulimit -Sn "$hard" 2>/dev/null
+"$bin/chatserver" --port 0 --db "$out.db" >"$out.srv" 2>&1 &
 spid=$!
 port=""
 for _ in $(seq 100); do
@@ -25,8 +29,8 @@ for _ in $(seq 100); do
     [ -n "$port" ] && break
     sleep 0.1
 done
-[ -n "$port" ] || { echo "FAIL: benchserver did not start"; cat "$out.srv"; exit 1; }
-timeout 60 "$bin/bench_connections" --port "$port" --count "$N" --server-pid "$spid" \
+[ -n "$port" ] || { echo "FAIL: chatserver did not start"; cat "$out.srv"; exit 1; }
+timeout 60 "$bin/bench_connections" --chat --port "$port" --count "$N" --server-pid "$spid" \
     --timeout 50 --label scale | tee "$out"
 rc=${PIPESTATUS[0]}
 get() { sed -n "s/^RESULT scale $1 //p" "$out" | head -n1; }
