@@ -11,6 +11,11 @@
  *    Membership and sends cross loops with pb_loop_post only.
  *  - clean shutdown: the server closes with clients connected; the close
  *    callback runs once every loop has ended.
+ *  - limits_hold_across_loops: max_connections_per_addr and the portal's
+ *    failed-login throttle count for the whole server, not per loop: 10
+ *    connections from one address to a 2-loop server with a limit of 3
+ *    get exactly 3 in; 2 failed logins (limit 2) lock that address out
+ *    on both loops while another address still logs in.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -299,6 +304,8 @@ static void on_connect(pb_conn *conn, int status, const char *msg, void *ud) {
 }
 
 typedef struct srvthread {
+    size_t per_addr;      /* max_connections_per_addr */
+    unsigned max_failures; /* portal: failed logins per address per minute */
     uv_loop_t loop;
     pb_server *s;
     pb_portal *portal;
@@ -319,11 +326,16 @@ static void srv_stop(uv_async_t *h) {
  * (the client loop here is the test's thread). */
 static void *server_main(void *arg) {
     srvthread *st = arg;
-    st->portal = pb_portal_new(realm, NULL, NULL);
+    pb_portal_opts po = {0, st->max_failures};
+    st->portal = pb_portal_new(realm, NULL, &po);
     pb_portal_add_checker(st->portal, pb_checker_anonymous_new());
+    pb_checker *mem = pb_checker_memory_new();
+    pb_checker_memory_add(mem, "user1", "pass1");
+    pb_portal_add_checker(st->portal, mem);
     pb_server_opts o;
     pb_server_opts_default(&o);
     o.loops = 2;
+    o.max_connections_per_addr = st->per_addr;
     pb_errbuf err = {0};
     g_group_loop = &st->loop;
     int rc = pb_portal_listen_tcp(st->portal, &st->loop, "127.0.0.1", 0, &o, &st->s, &err);
@@ -428,8 +440,139 @@ TEST(chat_across_loops) {
     CHECK_EQ_INT(uv_loop_close(&st.loop), 0);
 }
 
+/* ------------------------------------------- limits over several loops */
+
+typedef struct attempt {
+    const char *user, *password; /* NULL user: connect only */
+    pb_conn *conn;
+    int done, ok;
+} attempt;
+static int g_attempts_left;
+
+static void attempt_done(attempt *a, int ok) {
+    a->done = 1;
+    a->ok = ok;
+    if (--g_attempts_left == 0) uv_stop(g_cloop);
+}
+static int attempt_ok(pb_deferred *d, void *ud) { (void)d, attempt_done(ud, 1); return 0; }
+static int attempt_failed(pb_deferred *d, void *ud) { (void)d, attempt_done(ud, 0); return 0; }
+static void attempt_connected(pb_conn *conn, int status, const char *msg, void *ud) {
+    attempt *a = ud;
+    (void)msg;
+    if (status) {
+        attempt_done(a, 0);
+        return;
+    }
+    a->conn = conn;
+    if (!a->user) {
+        attempt_done(a, 1);
+        return;
+    }
+    pb_deferred *d = pb_login(conn, a->user, a->password, NULL);
+    pb_deferred_add(d, attempt_ok, attempt_failed, a);
+    pb_deferred_unref(d);
+}
+
+/* Run n attempts from address from at once; returns how many succeeded. */
+static int run_attempts(uv_loop_t *cl, int port, attempt *a, int n, const char *from) {
+    g_attempts_left = n;
+    for (int i = 0; i < n; i++) {
+        pb_client_opts o;
+        pb_client_opts_default(&o);
+        o.bind_addr = from;
+        o.connect_timeout_ms = 5000;
+        if (pb_connect_tcp(cl, "127.0.0.1", port, &o, attempt_connected, NULL, &a[i], NULL))
+            attempt_done(&a[i], 0);
+    }
+    uv_timer_t guard;
+    uv_timer_init(cl, &guard);
+    uv_timer_start(&guard, (uv_timer_cb)uv_stop, 10000, 0);
+    if (g_attempts_left) uv_run(cl, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(cl, UV_RUN_NOWAIT);
+    int ok = 0;
+    for (int i = 0; i < n; i++) ok += a[i].ok;
+    return ok;
+}
+
+static void close_attempts(attempt *a, int n) {
+    for (int i = 0; i < n; i++)
+        if (a[i].conn) pb_conn_close(a[i].conn);
+}
+
+static void start_server(srvthread *st, pthread_t *th) {
+    uv_loop_init(&st->loop);
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    pthread_create(th, NULL, server_main, st);
+    pthread_mutex_lock(&st->mu);
+    while (!st->port) pthread_cond_wait(&st->cv, &st->mu);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void stop_server(srvthread *st, pthread_t th, uv_loop_t *cl) {
+    uv_async_send(&st->stop);
+    pthread_join(th, NULL);
+    uv_run(cl, UV_RUN_DEFAULT); /* the clients see the connections go */
+    CHECK_EQ_INT(uv_loop_close(&st->loop), 0);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cv);
+}
+
+TEST(limits_hold_across_loops) {
+    uv_loop_t cl;
+    uv_loop_init(&cl);
+    g_cloop = &cl;
+    atomic_store(&g_per_loop[0], 0);
+    atomic_store(&g_per_loop[1], 0);
+
+    /* connections per address */
+    srvthread st;
+    memset(&st, 0, sizeof st);
+    st.per_addr = 3;
+    pthread_t th;
+    start_server(&st, &th);
+    CHECK(st.port > 0);
+    attempt a[10], other[1];
+    memset(a, 0, sizeof a);
+    memset(other, 0, sizeof other);
+    if (st.port > 0) {
+        CHECK_EQ_INT(run_attempts(&cl, st.port, a, 10, "127.0.0.1"), 3);
+        CHECK_EQ_INT(run_attempts(&cl, st.port, other, 1, "127.0.0.2"), 1);
+        close_attempts(a, 10);
+        close_attempts(other, 1);
+    }
+    stop_server(&st, th, &cl);
+
+    /* failed logins per address */
+    memset(&st, 0, sizeof st);
+    st.max_failures = 2;
+    start_server(&st, &th);
+    CHECK(st.port > 0);
+    attempt wrong[2], right[8], elsewhere[1];
+    memset(wrong, 0, sizeof wrong);
+    memset(right, 0, sizeof right);
+    memset(elsewhere, 0, sizeof elsewhere);
+    for (int i = 0; i < 2; i++) wrong[i] = (attempt){"user1", "nope", NULL, 0, 0};
+    for (int i = 0; i < 8; i++) right[i] = (attempt){"user1", "pass1", NULL, 0, 0};
+    elsewhere[0] = (attempt){"user1", "pass1", NULL, 0, 0};
+    if (st.port > 0) {
+        CHECK_EQ_INT(run_attempts(&cl, st.port, wrong, 2, "127.0.0.1"), 0);
+        /* with per-loop counting some of these would land on a loop that
+         * has seen fewer than 2 failures and get in */
+        CHECK_EQ_INT(run_attempts(&cl, st.port, right, 8, "127.0.0.1"), 0);
+        CHECK_EQ_INT(run_attempts(&cl, st.port, elsewhere, 1, "127.0.0.2"), 1);
+        close_attempts(wrong, 2);
+        close_attempts(right, 8);
+        close_attempts(elsewhere, 1);
+    }
+    stop_server(&st, th, &cl);
+    CHECK_EQ_INT(uv_loop_close(&cl), 0);
+}
+
 int main(void) {
     RUN(loop_post_order);
     RUN(chat_across_loops);
+    RUN(limits_hold_across_loops);
     return TEST_SUMMARY();
 }

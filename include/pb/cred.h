@@ -180,8 +180,9 @@ void pb_portal_set_loop(pb_portal *p, uv_loop_t *loop);
  * the loop set for login timeouts.  opts may be NULL.
  *
  * Multi-loop servers (opts->loops > 1; see pb/transport.h): each extra
- * loop gets a per-loop copy of p (its own login timeouts and failure
- * throttle, so max_failures_per_min counts per loop), made on that loop's
+ * loop gets a per-loop copy of p (its own login timeouts; the failure
+ * throttle is shared, so max_failures_per_min counts for the whole
+ * server), made on that loop's
  * thread through pb_server_opts::loop_init, which the portal sets (its
  * loop_init and loop_fini must be NULL).  The realm and the checkers are
  * shared: they are called on the thread of the loop a login arrives on,

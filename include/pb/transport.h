@@ -169,8 +169,8 @@ void pb_server_close(pb_server *s, void (*cb)(void *ud), void *ud);
  *    to every member in order.
  *  - pb_server_port(), pb_server_connections(), pb_server_loops(),
  *    pb_server_loop() and pb_server_close() are for the caller's loop.
- *  - max_connections counts the connections of all loops together;
- *    max_connections_per_addr counts per loop.
+ *  - max_connections and max_connections_per_addr count the connections
+ *    of all loops together (one table per server, under a mutex).
  * @{ */
 
 /** Number of event loops of s (1 for single-loop servers). */

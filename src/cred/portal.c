@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <time.h>
 #include <sys/random.h>
 
@@ -66,7 +67,9 @@ struct pb_portal {
     uv_loop_t *loop;
     uv_timer_t *timer;          /* armed while some connection waits to log in */
     pconn *thead, *ttail;       /* those connections, oldest first */
-    throttle_slot *throttle;    /* lazily allocated */
+    throttle_slot *throttle;    /* lazily allocated; the main portal's only */
+    pthread_mutex_t tmu;        /* main portal: guards throttle for every loop */
+    pb_portal *main;            /* shadow: the portal it copies (throttle shared) */
     int shadow;                 /* a multi-loop server's per-loop copy: checkers borrowed */
 };
 
@@ -173,17 +176,26 @@ static throttle_slot *throttle_slot_for(pb_portal *p, const char *addr, int crea
     return spare;
 }
 
+/* Failures count for the whole server: every loop's copy of a portal
+ * uses the main portal's table, under its mutex. */
 static int throttled(pb_portal *p, const char *addr)
 {
-    throttle_slot *s = throttle_slot_for(p, addr, 0, now_ms());
-    return s && s->count >= p->max_failures;
+    pb_portal *t = p->shadow ? p->main : p;
+    pthread_mutex_lock(&t->tmu);
+    throttle_slot *s = throttle_slot_for(t, addr, 0, now_ms());
+    int over = s && s->count >= t->max_failures;
+    pthread_mutex_unlock(&t->tmu);
+    return over;
 }
 
 static void throttle_failure(pb_portal *p, const char *addr)
 {
-    throttle_slot *s = throttle_slot_for(p, addr, 1, now_ms());
+    pb_portal *t = p->shadow ? p->main : p;
+    pthread_mutex_lock(&t->tmu);
+    throttle_slot *s = throttle_slot_for(t, addr, 1, now_ms());
     if (s && s->count < UINT32_MAX)
         s->count++;
+    pthread_mutex_unlock(&t->tmu);
 }
 
 /* ----------------------------------------------------------- login timeout */
@@ -708,6 +720,7 @@ pb_portal *pb_portal_new(pb_realm_fn realm, void *realm_ud, const pb_portal_opts
     p->realm_ud = realm_ud;
     p->timeout_ms = opts && opts->login_timeout_ms ? opts->login_timeout_ms : 30000;
     p->max_failures = opts && opts->max_failures_per_min ? opts->max_failures_per_min : 10;
+    pthread_mutex_init(&p->tmu, NULL);
     return p;
 }
 
@@ -725,8 +738,9 @@ void pb_portal_free(pb_portal *p)
         for (size_t i = 0; i < p->nchecker; i++)
             p->checkers[i]->ops->destroy(p->checkers[i]);
         free(p->checkers);
+        free(p->throttle);
+        pthread_mutex_destroy(&p->tmu);
     }
-    free(p->throttle);
     free(p);
 }
 
@@ -749,8 +763,9 @@ void pb_portal_set_loop(pb_portal *p, uv_loop_t *loop)
 }
 
 /* Multi-loop servers: loop 0 uses the portal itself; every other loop a
- * copy of it of its own (login timer, waiting list, throttle) that shares
- * the realm and the checkers, made and freed on that loop's thread. */
+ * copy of it of its own (login timer, waiting list) that shares the
+ * realm, the checkers and the failure throttle, made and freed on that
+ * loop's thread. */
 static void *portal_loop_init(uv_loop_t *loop, unsigned index, void *ud)
 {
     pb_portal *p = ud;
@@ -766,6 +781,7 @@ static void *portal_loop_init(uv_loop_t *loop, unsigned index, void *ud)
     q->checkers = p->checkers;
     q->nchecker = p->nchecker;
     q->loop = loop;
+    q->main = p;
     q->shadow = 1;
     return q;
 }

@@ -13,6 +13,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "transport_int.h"
+#include "../broker_map.h"
+
+/* Connections per source address (max_connections_per_addr): one table
+ * per server, shared under its mutex by every loop of a multi-loop
+ * server, so the limit holds for the server as a whole.  Keys are the
+ * address as 128 bits (IPv4 as ::ffff:a.b.c.d), values the count. */
+typedef struct pb_addrcount {
+    pthread_mutex_t mu;
+    kmap m;
+} pb_addrcount;
 
 /* Multi-loop servers (pb_server_opts::loops > 1): the caller's loop runs
  * the main pb_server; every extra loop runs on its own thread with a
@@ -60,6 +70,7 @@ struct pb_server {
     int finishing;             /* multi-loop main: final teardown started */
     pb_mloop *ml;              /* multi-loop group, or NULL */
     int is_sub;                /* an extra loop's server (tls borrowed) */
+    pb_addrcount *ac;          /* with max_connections_per_addr; subs borrow the main's */
     pb_conn *conns;            /* live accepted connections */
     size_t nconns;
     void (*close_cb)(void *ud);
@@ -96,17 +107,66 @@ void pb__server_limit(pb_server *s, int kind, const char *msg) {
     else fprintf(stderr, "pb: %s\n", line);
 }
 
-/* Length of the address part of a "1.2.3.4:5" / "[::1]:5" peer string. */
-static size_t addr_key_len(const char *peer) {
-    const char *colon = strrchr(peer, ':');
-    return colon ? (size_t)(colon - peer) : strlen(peer);
+/* The address of a "1.2.3.4:5" / "[::1]:5" peer string as two words; 0
+ * if it is not one. */
+static int addr_key(const char *peer, uint64_t *k1, uint64_t *k2) {
+    char ip[48];
+    const char *end = strrchr(peer, ':');
+    int v6 = peer[0] == '[';
+    if (v6) end = strchr(peer, ']');
+    if (!end) return 0;
+    size_t n = (size_t)(end - peer) - (size_t)v6;
+    if (n >= sizeof ip) return 0;
+    memcpy(ip, peer + v6, n);
+    ip[n] = 0;
+    uint8_t b[16] = {0};
+    if (v6) {
+        if (uv_inet_pton(AF_INET6, ip, b) != 0) return 0;
+    } else {
+        b[10] = b[11] = 0xff;
+        if (uv_inet_pton(AF_INET, ip, b + 12) != 0) return 0;
+    }
+    *k1 = *k2 = 0;
+    for (int i = 0; i < 8; i++) {
+        *k1 = *k1 << 8 | b[i];
+        *k2 = *k2 << 8 | b[8 + i];
+    }
+    return 1;
 }
 
-static size_t conns_from(const pb_server *s, const char *peer) {
-    size_t klen = addr_key_len(peer), n = 0;
-    for (const pb_conn *c = s->conns; c; c = c->snext)
-        if (addr_key_len(c->peer) == klen && memcmp(c->peer, peer, klen) == 0) n++;
-    return n;
+/* Count c against its address: 0, or -1 when the address is at the limit
+ * (or the table cannot grow): refuse c. */
+static int addr_take(pb_server *s, pb_conn *c) {
+    uint64_t k1, k2;
+    if (!addr_key(c->peer, &k1, &k2)) return 0; /* not an IP peer: not limited */
+    pthread_mutex_lock(&s->ac->mu);
+    uintptr_t n = (uintptr_t)kmap_get(&s->ac->m, k1, k2);
+    int rc = n >= s->opts.max_connections_per_addr ||
+                     kmap_put(&s->ac->m, k1, k2, (void *)(n + 1))
+                 ? -1
+                 : 0;
+    pthread_mutex_unlock(&s->ac->mu);
+    if (rc == 0) c->addr_counted = 1;
+    return rc;
+}
+
+static void ac_free(pb_server *s) {
+    if (s->is_sub || !s->ac) return; /* subs borrow the main server's */
+    kmap_free(&s->ac->m);
+    pthread_mutex_destroy(&s->ac->mu);
+    free(s->ac);
+    s->ac = NULL;
+}
+
+static void addr_release(pb_server *s, pb_conn *c) {
+    uint64_t k1, k2;
+    if (!c->addr_counted || !addr_key(c->peer, &k1, &k2)) return;
+    c->addr_counted = 0;
+    pthread_mutex_lock(&s->ac->mu);
+    uintptr_t n = (uintptr_t)kmap_get(&s->ac->m, k1, k2);
+    if (n > 1) kmap_put(&s->ac->m, k1, k2, (void *)(n - 1)); /* in place: cannot fail */
+    else kmap_del(&s->ac->m, k1, k2);
+    pthread_mutex_unlock(&s->ac->mu);
 }
 
 void pb_server_opts_default(pb_server_opts *o) {
@@ -144,6 +204,7 @@ static void server_finish(pb_server *s) {
     }
     if (s->unix_path) unlink(s->unix_path);
     if (!s->is_sub) pb__tls_ctx_free(s->tls);
+    ac_free(s);
     void (*cb)(void *) = s->close_cb;
     void *ud = s->close_ud;
     free(s->unix_path);
@@ -158,6 +219,7 @@ void pb__server_conn_gone(pb_server *s, pb_conn *c) {
     c->snext = c->sprev = NULL;
     s->nconns--;
     if (s->ml) atomic_fetch_sub(&s->ml->total, 1);
+    addr_release(s, c);
     server_maybe_done(s);
 }
 
@@ -201,8 +263,7 @@ static void on_connection(uv_stream_t *ls, int status) {
         pb__conn_discard(c);
         return;
     }
-    if (s->opts.max_connections_per_addr && s->is_tcp &&
-        conns_from(s, c->peer) >= s->opts.max_connections_per_addr) {
+    if (s->ac && addr_take(s, c) < 0) {
         char msg[200];
         snprintf(msg, sizeof msg, "refusing %s: max_connections_per_addr (%zu) reached",
                  c->peer, s->opts.max_connections_per_addr);
@@ -245,6 +306,13 @@ static pb_server *server_new(uv_loop_t *loop, const pb_server_opts *opts, pb_roo
     s->ud = ud;
     s->is_tcp = is_tcp;
     s->opts.tls = NULL; /* borrowed: only read by server_tls() during pb_listen_* */
+    if (s->opts.max_connections_per_addr && is_tcp) {
+        if (!(s->ac = calloc(1, sizeof *s->ac))) {
+            free(s);
+            return NULL;
+        }
+        pthread_mutex_init(&s->ac->mu, NULL);
+    }
     return s;
 }
 
@@ -401,6 +469,7 @@ static int listen_multi(uv_loop_t *loop, struct sockaddr_storage *ss, const char
         sub->ud = s->ud;
         sub->is_tcp = 1;
         sub->tls = s->tls;
+        sub->ac = s->ac;
         sub->tls_handshake_ms = s->tls_handshake_ms;
         sub->ml = ml;
         sub->is_sub = 1;
@@ -464,6 +533,7 @@ fail:
     free(w);
     free(ml);
     pb__tls_ctx_free(s->tls);
+    ac_free(s);
     free(s);
     if (rc == UV_ENOMEM) return pb_err_set(err, PB_ENOMEM, "out of memory");
     return pb_err_set(err, PB_EIO, "cannot listen on %s: %s", addr, uv_strerror(rc));
@@ -472,6 +542,7 @@ fail:
 static void on_failed_server_closed(uv_handle_t *h) {
     pb_server *s = h->data;
     pb__tls_ctx_free(s->tls);
+    ac_free(s);
     free(s->unix_path);
     free(s);
 }
@@ -487,6 +558,7 @@ int pb_listen_tcp(uv_loop_t *loop, const char *host, int port, const pb_server_o
     pb_server *s = server_new(loop, opts, root, ud, 1);
     if (!s) return pb_err_set(err, PB_ENOMEM, "out of memory");
     if ((rc = server_tls(s, opts, err)) < 0) {
+        ac_free(s);
         free(s);
         return rc;
     }
@@ -496,6 +568,7 @@ int pb_listen_tcp(uv_loop_t *loop, const char *host, int port, const pb_server_o
         if (s->opts.loops > 1024) {
             unsigned n = s->opts.loops;
             pb__tls_ctx_free(s->tls);
+            ac_free(s);
             free(s);
             return pb_err_set(err, PB_EINVAL, "listen: too many loops (%u)", n);
         }

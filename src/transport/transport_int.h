@@ -49,7 +49,8 @@ struct pb_conn {
     uint32_t hidx;              /* position in the loop's timer heap + 1; 0: none */
     int state;                  /* enum conn_state */
     unsigned is_tcp : 1, writing : 1, in_wlist : 1, read_paused : 1, reading : 1,
-        closing : 1, lingering : 1, handles_closed : 1, ever_up : 1;
+        closing : 1, lingering : 1, handles_closed : 1, ever_up : 1,
+        addr_counted : 1;       /* counted in its server's per-address table */
     int pending_handles;        /* uv_close callbacks still to come (+1 while resolving) */
     int close_code;             /* PB_E* of the close reason */
     char *close_why;            /* malloc'd reason */
