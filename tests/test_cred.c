@@ -472,7 +472,7 @@ TEST(the_realm_can_refuse)
 TEST(failed_logins_are_throttled_per_peer)
 {
     reset_realm();
-    pb_portal_opts o = {0, 3};
+    pb_portal_opts o = {.max_failures_per_min = 3};
     pb_portal *portal = portal_new(0, &o);
     pair p;
     pair_open(&p, portal);
@@ -704,7 +704,7 @@ TEST(connections_that_do_not_log_in_in_time_are_closed)
     reset_realm();
     uv_loop_t loop;
     uv_loop_init(&loop);
-    pb_portal_opts o = {300, 0};
+    pb_portal_opts o = {.login_timeout_ms = 300};
     pb_portal *portal = portal_new(0, &o);
     pb_errbuf err;
     CHECK_EQ_INT(pb_portal_listen_tcp(portal, &loop, "127.0.0.1", 0, NULL, &t_server, &err), 0);
@@ -1086,6 +1086,70 @@ TEST(every_anonymous_login_shares_one_avatar)
     pb_portal_free(portal);
 }
 
+/* ------------------------------------------------------ the portal's log */
+
+static char g_lines[32][400];
+static int g_nlines;
+static void capture_log(const char *line, void *ud)
+{
+    (void)ud;
+    if (g_nlines < 32)
+        snprintf(g_lines[g_nlines], sizeof g_lines[0], "%s", line);
+    g_nlines++;
+}
+
+TEST(refused_logins_are_logged_with_names_escaped_and_rate_limited)
+{
+    reset_realm();
+    g_nlines = 0;
+    pb_portal_opts o = {.max_failures_per_min = 1000, .log = capture_log};
+    pb_portal *portal = portal_new(0, &o);
+    pair p;
+    pair_open(&p, portal);
+    pb_deferred *d = login(&p, "user1", 0, "wrong", NULL);
+    CHECK(failed_with(d, PB_FAILURE_UNAUTHORIZED, NULL));
+    pb_deferred_unref(d);
+    CHECK_EQ_INT(g_nlines, 1);
+    CHECK_MSG(strstr(g_lines[0], "login refused for \"user1\" from ") &&
+                  strstr(g_lines[0], "wrong password or unknown user"),
+              "%s", g_lines[0]);
+    /* a name with a newline and an escape sequence cannot forge log lines */
+    d = login(&p, "evil\n\x1b[31mroot", 0, "x", NULL);
+    CHECK(failed_with(d, PB_FAILURE_UNAUTHORIZED, NULL));
+    pb_deferred_unref(d);
+    CHECK_EQ_INT(g_nlines, 2);
+    CHECK_MSG(strstr(g_lines[1], "\"evil\\x0a\\x1b[31mroot\"") && !strchr(g_lines[1], '\n') &&
+                  !strchr(g_lines[1], '\x1b'),
+              "%s", g_lines[1]);
+    /* a good login logs nothing */
+    d = login(&p, "user1", 0, "pass1", NULL);
+    CHECK(avatar_of(d) != NULL);
+    pb_deferred_unref(d);
+    CHECK_EQ_INT(g_nlines, 2);
+    /* a flood is cut at 20 lines per 10 s */
+    for (int i = 0; i < 40; i++)
+        pb_deferred_unref(login(&p, "user2", 0, "wrong", NULL));
+    CHECK_EQ_INT(g_nlines, 20);
+    pair_close(&p);
+    pb_portal_free(portal);
+
+    /* throttled logins say so */
+    reset_realm();
+    g_nlines = 0;
+    pb_portal_opts t = {.max_failures_per_min = 2, .log = capture_log};
+    portal = portal_new(0, &t);
+    pair_open(&p, portal);
+    for (int i = 0; i < 2; i++)
+        pb_deferred_unref(login(&p, "user1", 0, "wrong", NULL));
+    d = login(&p, "user1", 0, "pass1", NULL);
+    CHECK(failed_with(d, PB_FAILURE_UNAUTHORIZED, NULL));
+    pb_deferred_unref(d);
+    CHECK_EQ_INT(g_nlines, 3);
+    CHECK_MSG(strstr(g_lines[2], "too many failed logins"), "%s", g_lines[2]);
+    pair_close(&p);
+    pb_portal_free(portal);
+}
+
 int main(void)
 {
     RUN(response_matches_the_spec_vector);
@@ -1111,5 +1175,6 @@ int main(void)
     RUN(failed_logins_carry_pickled_as_twisted_22_4_sends_them);
     RUN(one_user_on_several_connections_shares_one_avatar_each_mind_detached_alone);
     RUN(every_anonymous_login_shares_one_avatar);
+    RUN(refused_logins_are_logged_with_names_escaped_and_rate_limited);
     return TEST_SUMMARY();
 }

@@ -560,7 +560,7 @@ TEST(failed_logins_throttle_only_their_address) {
     enum { F = 3 };
     uv_loop_t loop;
     uv_loop_init(&loop);
-    pb_portal_opts po = {0, F};
+    pb_portal_opts po = {.max_failures_per_min = F};
     pb_server *s;
     pb_portal *portal = portal_listen(&loop, &po, &s);
     client bad, good;
@@ -621,7 +621,7 @@ TEST(connections_that_never_log_in_are_closed_and_others_stay) {
     enum { T = 300 };
     uv_loop_t loop;
     uv_loop_init(&loop);
-    pb_portal_opts po = {T, 0};
+    pb_portal_opts po = {.login_timeout_ms = T};
     pb_server *s;
     pb_portal *portal = portal_listen(&loop, &po, &s);
     client idle, half, good;

@@ -326,7 +326,7 @@ static void srv_stop(uv_async_t *h) {
  * (the client loop here is the test's thread). */
 static void *server_main(void *arg) {
     srvthread *st = arg;
-    pb_portal_opts po = {0, st->max_failures};
+    pb_portal_opts po = {.max_failures_per_min = st->max_failures};
     st->portal = pb_portal_new(realm, NULL, &po);
     pb_portal_add_checker(st->portal, pb_checker_anonymous_new());
     pb_checker *mem = pb_checker_memory_new();

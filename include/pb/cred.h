@@ -158,6 +158,16 @@ typedef struct pb_portal pb_portal;
 typedef struct pb_portal_opts {
     unsigned login_timeout_ms;     /**< close connections not logged in by then; 0: 30000 */
     unsigned max_failures_per_min; /**< failed logins per peer address per minute; 0: 10 */
+    /** Where refused logins and login timeouts are reported, one line each
+     * ("login refused for \"NAME\" from ADDR: wrong password or unknown
+     * user", "... too many failed logins", "closing ADDR: no login within
+     * N ms").  Names are shown escaped and cut, never raw.  At most 20
+     * lines per 10 s for the whole server; the next line after a quiet
+     * spell says how many were left out.  NULL: standard error, prefixed
+     * "pb: ".  Called on the loop thread of the connection (with several
+     * loops, possibly on several threads at once). */
+    void (*log)(const char *line, void *ud);
+    void *log_ud; /**< passed to log */
 } pb_portal_opts;
 
 /** A new portal for realm (called with realm_ud); opts may be NULL for the

@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stddef.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <time.h>
 #include <sys/random.h>
@@ -44,6 +46,8 @@
 #define THROTTLE_SLOTS 4096
 #define THROTTLE_PROBE 32
 #define THROTTLE_WINDOW_MS 60000
+#define LOG_WINDOW_MS 10000
+#define LOG_LINES_PER_WINDOW 20
 
 static const char NO_MD5_CHECKER[] =
     "No checker for twisted.cred.credentials.IUsernameHashedPassword, "
@@ -68,7 +72,12 @@ struct pb_portal {
     uv_timer_t *timer;          /* armed while some connection waits to log in */
     pconn *thead, *ttail;       /* those connections, oldest first */
     throttle_slot *throttle;    /* lazily allocated; the main portal's only */
-    pthread_mutex_t tmu;        /* main portal: guards throttle for every loop */
+    pthread_mutex_t tmu;        /* main portal: guards throttle and the log window */
+    void (*log)(const char *line, void *ud);
+    void *log_ud;
+    uint64_t log_start;         /* main portal: this log window's start (0: none yet) */
+    unsigned log_lines;         /* lines logged in it */
+    unsigned long log_dropped;  /* lines left out since the last one logged */
     pb_portal *main;            /* shadow: the portal it copies (throttle shared) */
     int shadow;                 /* a multi-loop server's per-loop copy: checkers borrowed */
 };
@@ -198,6 +207,66 @@ static void throttle_failure(pb_portal *p, const char *addr)
     pthread_mutex_unlock(&t->tmu);
 }
 
+/* ------------------------------------------------------------------ logging */
+
+/* One line to the portal's log, rate-limited for the whole server. */
+static void plog(pb_portal *p, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void plog(pb_portal *p, const char *fmt, ...)
+{
+    pb_portal *t = p->shadow ? p->main : p;
+    uint64_t now = now_ms() + 1; /* +1: 0 means no window yet */
+    unsigned long dropped = 0;
+    pthread_mutex_lock(&t->tmu);
+    if (!t->log_start || now - t->log_start >= LOG_WINDOW_MS) {
+        t->log_start = now;
+        t->log_lines = 0;
+    }
+    int keep = t->log_lines < LOG_LINES_PER_WINDOW;
+    if (keep) {
+        t->log_lines++;
+        dropped = t->log_dropped;
+        t->log_dropped = 0;
+    } else {
+        t->log_dropped++;
+    }
+    pthread_mutex_unlock(&t->tmu);
+    if (!keep)
+        return;
+    char line[400];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (dropped && n >= 0 && (size_t)n < sizeof line)
+        snprintf(line + n, sizeof line - (size_t)n, " (%lu more login lines left out before this)",
+                 dropped);
+    if (t->log)
+        t->log(line, t->log_ud);
+    else
+        fprintf(stderr, "pb: %s\n", line);
+}
+
+/* A name from the network, fit for a log line: printable ASCII as is,
+ * anything else as \xNN, at most 48 bytes of it. */
+static void log_name(const char *in, size_t n, char out[256])
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && i < 48; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+            out[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(out + o, 5, "\\x%02x", ch);
+    }
+    if (n > 48)
+        o += (size_t)snprintf(out + o, 4, "...");
+    out[o] = 0;
+}
+
 /* ----------------------------------------------------------- login timeout */
 
 static void timer_cb(uv_timer_t *t);
@@ -272,8 +341,10 @@ static void timer_cb(uv_timer_t *t)
         pconn *pc = p->thead;
         tlist_remove(pc);
         pb_conn *c = pc->b ? pb_conn_of(pc->b) : NULL;
-        if (c)
+        if (c) {
+            plog(p, "closing %s: no login within %u ms", pb_conn_peer(c), p->timeout_ms);
             pb_conn_close(c);
+        }
     }
     timer_rearm(p);
 }
@@ -340,8 +411,15 @@ static void req_free(pb_realm_request *req)
     free(req);
 }
 
-static void req_refuse(pb_realm_request *req)
+static void req_refuse(pb_realm_request *req, const char *why)
 {
+    char name[256];
+    if (req->cred.kind == PB_CRED_ANONYMOUS)
+        snprintf(name, sizeof name, "(anonymous)");
+    else
+        log_name(req->cred.username, req->cred.username_len, name);
+    plog(req->pc->portal, "login refused for \"%s\" from %s: %s", name,
+         req->peer[0] ? req->peer : "?", why);
     throttle_failure(req->pc->portal, req->peer);
     pb_call_fail_pickled(req->call, PB_FAILURE_UNAUTHORIZED, "");
     req_free(req);
@@ -404,7 +482,8 @@ static void run_checkers(pb_realm_request *req)
         while (req->next < p->nchecker && p->checkers[req->next]->ops->kind != req->cred.kind)
             req->next++;
         if (req->next == p->nchecker) {
-            req_refuse(req);
+            req_refuse(req, req->cred.kind == PB_CRED_ANONYMOUS ? "refused by every checker"
+                                                                : "wrong password or unknown user");
             return;
         }
         pb_checker *c = p->checkers[req->next++];
@@ -455,9 +534,10 @@ static int start_login(pb_realm_request *req, int valid)
         pb_call_fail_pickled(req->call, PB_FAILURE_UNHANDLED_CREDENTIALS,
                      req->cred.kind == PB_CRED_ANONYMOUS ? NO_ANON_CHECKER : NO_MD5_CHECKER);
         req_free(req);
-    } else if (req->cred.kind == PB_CRED_MD5_CHALLENGE &&
-               (!valid || throttled(p, req->peer))) {
-        req_refuse(req);
+    } else if (req->cred.kind == PB_CRED_MD5_CHALLENGE && !valid) {
+        req_refuse(req, "not a valid username");
+    } else if (req->cred.kind == PB_CRED_MD5_CHALLENGE && throttled(p, req->peer)) {
+        req_refuse(req, "too many failed logins from this address (throttled)");
     } else {
         run_checkers(req);
     }
@@ -720,6 +800,8 @@ pb_portal *pb_portal_new(pb_realm_fn realm, void *realm_ud, const pb_portal_opts
     p->realm_ud = realm_ud;
     p->timeout_ms = opts && opts->login_timeout_ms ? opts->login_timeout_ms : 30000;
     p->max_failures = opts && opts->max_failures_per_min ? opts->max_failures_per_min : 10;
+    p->log = opts ? opts->log : NULL;
+    p->log_ud = opts ? opts->log_ud : NULL;
     pthread_mutex_init(&p->tmu, NULL);
     return p;
 }
