@@ -82,8 +82,18 @@ TEST(per_address_limit_spares_other_addresses) {
     CHECK_MSG(strstr(g_log_last, "refusing 127.0.0.1:") &&
                   strstr(g_log_last, "max_connections_per_addr (2)"),
               "%s", g_log_last);
+    /* closed connections give their address's slots back */
     close_client(&loop, &a);
+    connect_from(&loop, s, "127.0.0.1", &x[0]);
+    CHECK_MSG(x[0].up, "%s", x[0].why);
     close_client(&loop, &b);
+    close_client(&loop, &x[0]);
+    connect_from(&loop, s, "127.0.0.1", &x[1]);
+    connect_from(&loop, s, "127.0.0.1", &x[2]);
+    CHECK(x[1].up && x[2].up);
+    CHECK(serves(&loop, &x[2]));
+    close_client(&loop, &x[1]);
+    close_client(&loop, &x[2]);
     close_client(&loop, &other);
     finish(&loop, s);
 }

@@ -164,7 +164,7 @@ static void addr_release(pb_server *s, pb_conn *c) {
     c->addr_counted = 0;
     pthread_mutex_lock(&s->ac->mu);
     uintptr_t n = (uintptr_t)kmap_get(&s->ac->m, k1, k2);
-    if (n > 1) kmap_put(&s->ac->m, k1, k2, (void *)(n - 1)); /* in place: cannot fail */
+    if (n > 1) s->ac->m.e[kmap_find(&s->ac->m, k1, k2)].v = (void *)(n - 1); /* in place */
     else kmap_del(&s->ac->m, k1, k2);
     pthread_mutex_unlock(&s->ac->mu);
 }
