@@ -78,8 +78,9 @@ struct pb_portal {
     uint64_t log_start;         /* main portal: this log window's start (0: none yet) */
     unsigned log_lines;         /* lines logged in it */
     unsigned long log_dropped;  /* lines left out since the last one logged */
-    pb_portal *main;            /* shadow: the portal it copies (throttle shared) */
-    int shadow;                 /* a multi-loop server's per-loop copy: checkers borrowed */
+    pb_portal *main;            /* a multi-loop server's per-loop copy: the portal it
+                                   copies (checkers borrowed, throttle and log shared);
+                                   NULL for the portal itself */
 };
 
 struct pconn {
@@ -189,7 +190,7 @@ static throttle_slot *throttle_slot_for(pb_portal *p, const char *addr, int crea
  * uses the main portal's table, under its mutex. */
 static int throttled(pb_portal *p, const char *addr)
 {
-    pb_portal *t = p->shadow ? p->main : p;
+    pb_portal *t = p->main ? p->main : p;
     pthread_mutex_lock(&t->tmu);
     throttle_slot *s = throttle_slot_for(t, addr, 0, now_ms());
     int over = s && s->count >= t->max_failures;
@@ -199,7 +200,7 @@ static int throttled(pb_portal *p, const char *addr)
 
 static void throttle_failure(pb_portal *p, const char *addr)
 {
-    pb_portal *t = p->shadow ? p->main : p;
+    pb_portal *t = p->main ? p->main : p;
     pthread_mutex_lock(&t->tmu);
     throttle_slot *s = throttle_slot_for(t, addr, 1, now_ms());
     if (s && s->count < UINT32_MAX)
@@ -217,7 +218,7 @@ static void plog(pb_portal *p, const char *fmt, ...)
     ;
 static void plog(pb_portal *p, const char *fmt, ...)
 {
-    pb_portal *t = p->shadow ? p->main : p;
+    pb_portal *t = p->main ? p->main : p;
     uint64_t now = now_ms() + 1; /* +1: 0 means no window yet */
     unsigned long dropped = 0;
     pthread_mutex_lock(&t->tmu);
@@ -816,7 +817,7 @@ void pb_portal_free(pb_portal *p)
         uv_close((uv_handle_t *)p->timer, free_handle);
         p->timer = NULL;
     }
-    if (!p->shadow) {
+    if (!p->main) {
         for (size_t i = 0; i < p->nchecker; i++)
             p->checkers[i]->ops->destroy(p->checkers[i]);
         free(p->checkers);
@@ -864,7 +865,6 @@ static void *portal_loop_init(uv_loop_t *loop, unsigned index, void *ud)
     q->nchecker = p->nchecker;
     q->loop = loop;
     q->main = p;
-    q->shadow = 1;
     return q;
 }
 
