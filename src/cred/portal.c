@@ -40,6 +40,7 @@
 
 #include "pb/cred.h"
 #include "broker_int.h"
+#include "ratelimit.h"
 
 #define CHALLENGE_LEN 16
 #define MAX_USERNAME 1024
@@ -75,9 +76,7 @@ struct pb_portal {
     pthread_mutex_t tmu;        /* main portal: guards throttle and the log window */
     void (*log)(const char *line, void *ud);
     void *log_ud;
-    uint64_t log_start;         /* main portal: this log window's start (0: none yet) */
-    unsigned log_lines;         /* lines logged in it */
-    unsigned long log_dropped;  /* lines left out since the last one logged */
+    pb_ratelimit log_rl;        /* main portal: the login log's rate limit */
     pb_portal *main;            /* a multi-loop server's per-loop copy: the portal it
                                    copies (checkers borrowed, throttle and log shared);
                                    NULL for the portal itself */
@@ -219,21 +218,9 @@ static void plog(pb_portal *p, const char *fmt, ...)
 static void plog(pb_portal *p, const char *fmt, ...)
 {
     pb_portal *t = p->main ? p->main : p;
-    uint64_t now = now_ms() + 1; /* +1: 0 means no window yet */
     unsigned long dropped = 0;
     pthread_mutex_lock(&t->tmu);
-    if (!t->log_start || now - t->log_start >= LOG_WINDOW_MS) {
-        t->log_start = now;
-        t->log_lines = 0;
-    }
-    int keep = t->log_lines < LOG_LINES_PER_WINDOW;
-    if (keep) {
-        t->log_lines++;
-        dropped = t->log_dropped;
-        t->log_dropped = 0;
-    } else {
-        t->log_dropped++;
-    }
+    int keep = pb__ratelimit(&t->log_rl, now_ms(), LOG_WINDOW_MS, LOG_LINES_PER_WINDOW, &dropped);
     pthread_mutex_unlock(&t->tmu);
     if (!keep)
         return;

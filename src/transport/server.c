@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include "transport_int.h"
 #include "../broker_map.h"
+#include "../ratelimit.h"
 
 /* Connections per source address (max_connections_per_addr): one table
  * per server, shared under its mutex by every loop of a multi-loop
@@ -78,10 +79,7 @@ struct pb_server {
     char *unix_path;           /* unlinked on close */
     pb_tls_ctx *tls;           /* NULL: plain */
     unsigned tls_handshake_ms;
-    struct {                   /* rate-limited limit log, per kind */
-        uint64_t last;         /* uv_now of the last line; 0: never */
-        unsigned long suppressed;
-    } lim[PB_LIMIT_KINDS];
+    pb_ratelimit lim[PB_LIMIT_KINDS]; /* the limit log, per kind */
 };
 
 /* Limit hits: the first of each kind is logged, then at most one line per
@@ -89,20 +87,16 @@ struct pb_server {
  * a limit cannot flood the log. */
 #define PB_LIMIT_LOG_MS 10000
 void pb__server_limit(pb_server *s, int kind, const char *msg) {
-    if (kind < 0 || kind >= PB_LIMIT_KINDS) return;
-    uint64_t now = uv_now(s->loop) + 1; /* +1: 0 means never */
-    if (s->lim[kind].last && now - s->lim[kind].last < PB_LIMIT_LOG_MS) {
-        s->lim[kind].suppressed++;
+    unsigned long dropped;
+    if (kind < 0 || kind >= PB_LIMIT_KINDS ||
+        !pb__ratelimit(&s->lim[kind], uv_now(s->loop), PB_LIMIT_LOG_MS, 1, &dropped))
         return;
-    }
     char line[320];
-    if (s->lim[kind].suppressed)
-        snprintf(line, sizeof line, "%s (%lu more like it in the last %u s)", msg,
-                 s->lim[kind].suppressed, PB_LIMIT_LOG_MS / 1000);
+    if (dropped)
+        snprintf(line, sizeof line, "%s (%lu more like it in the last %u s)", msg, dropped,
+                 PB_LIMIT_LOG_MS / 1000);
     else
         snprintf(line, sizeof line, "%s", msg);
-    s->lim[kind].last = now;
-    s->lim[kind].suppressed = 0;
     if (s->opts.log) s->opts.log(line, s->opts.log_ud);
     else fprintf(stderr, "pb: %s\n", line);
 }
