@@ -14,8 +14,9 @@
  * connects + logins in progress at a time.  Each logs in (anonymous, or
  * bench/bench with --password, or U/P with --user/--pass) with a mind and
  * joins group NAME (getGroup(NAME), or with --chat the C chatserver's
- * joinGroup(NAME) as alice/1234 unless --user/--pass say otherwise).  Then the first connection sends one message to the group
- * and every connection must receive it once.  RLIMIT_NOFILE is raised to
+ * joinGroup(NAME) as alice/1234 unless --user/--pass say otherwise).
+ * Then the first connection sends one message to the group and every
+ * connection must receive it once.  RLIMIT_NOFILE is raised to
  * the hard limit first (it bounds --count: about one fd per connection).
  *
  * With --server-pid the server's VmRSS is read from /proc/PID/status

@@ -13,8 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "transport_int.h"
-#include "../broker_map.h"
-#include "../ratelimit.h"
+#include "broker_map.h"
+#include "ratelimit.h"
 
 /* Connections per source address (max_connections_per_addr): one table
  * per server, shared under its mutex by every loop of a multi-loop
