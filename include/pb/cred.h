@@ -165,7 +165,8 @@ typedef struct pb_portal_opts {
      * lines per 10 s for the whole server; the next line after a quiet
      * spell says how many were left out.  NULL: standard error, prefixed
      * "pb: ".  Called on the loop thread of the connection (with several
-     * loops, possibly on several threads at once). */
+     * loops, possibly on several threads at once); line is borrowed for
+     * the call. */
     void (*log)(const char *line, void *ud);
     void *log_ud; /**< passed to log */
 } pb_portal_opts;

@@ -93,9 +93,10 @@ typedef struct pb_server_opts {
      * later ones of that kind at most once per 10 s, with the count
      * suppressed meanwhile.  NULL: written to stderr as "pb: MSG".  Limits
      * answered with an error while the connection stays (max_inflight,
-     * a max_refs violation, the portal's throttling) are not reported
-     * here; the broker's diagnostics (one line per event) go to stderr
-     * only when the environment sets PB_LOG. */
+     * a max_refs violation) are not reported here, and refused logins
+     * go to pb_portal_opts::log; the broker's diagnostics (one line per
+     * event) go to stderr only when the environment sets PB_LOG.  msg is
+     * borrowed for the call. */
     void (*log)(const char *msg, void *ud);
     void *log_ud;              /**< passed to log */
     /** Event loops serving a TCP listener (multi-core; see MULTI-LOOP
